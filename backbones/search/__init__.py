@@ -1,0 +1,6 @@
+"""Search methods, each a ``SearchMethod`` registered by name (``create_search_method``)."""
+from backbones.search.base import (SearchContext, SearchMethod, create_search_method,
+                                   list_search_methods, register_search_method)
+
+__all__ = ["SearchContext", "SearchMethod", "create_search_method", "list_search_methods",
+           "register_search_method"]

@@ -1,0 +1,86 @@
+"""Architecture-parameter updates (the DARTS 'architect'), first order.
+
+First-order DARTS: alpha takes one Adam step on the validation loss with the weights fixed
+(Liu et al., 2019, Eq. 6 with xi = 0). The second-order (unrolled) variant lives in
+``backbones.search.darts``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from backbones.search.base import Batch, average_gradients
+from backbones.supernet import Supernet
+
+
+def make_arch_optimizer(model: Supernet, lr: float, wd: float) -> torch.optim.Adam:
+    return torch.optim.Adam(model.arch_parameters(), lr=lr, betas=(0.5, 0.999), weight_decay=wd)
+
+
+def make_weight_optimizer(model: Supernet, lr: float, momentum: float,
+                          wd: float) -> torch.optim.SGD:
+    return torch.optim.SGD(model.weight_parameters(), lr=lr, momentum=momentum, weight_decay=wd)
+
+
+def cosine_lr(epoch: int, total: int, lr_max: float, lr_min: float) -> float:
+    """The DARTS weight schedule: cosine annealing per epoch."""
+    import math
+    if total <= 1:
+        return lr_max
+    return lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * epoch / total))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def first_order_arch_step(model: Supernet, optimizer: torch.optim.Optimizer, batch: Batch,
+                          loss_fn: Callable[[Tensor, Tensor], Tensor] = nn.functional.cross_entropy
+                          ) -> float:
+    x, y = batch
+    optimizer.zero_grad(set_to_none=True)
+    loss = loss_fn(model(x), y)
+    loss.backward()
+    average_gradients(model.arch_parameters())
+    optimizer.step()
+    return float(loss.detach())
+
+
+def weight_step(model: nn.Module, params: list[nn.Parameter], optimizer: torch.optim.Optimizer,
+                loss: Tensor, grad_clip: float) -> None:
+    """Backward, clip, average over ranks, step: the weight half of a bi-level step.
+    The caller zeroes the gradients before computing ``loss`` (alpha grads are dropped here)."""
+    loss.backward()
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    average_gradients(params)
+    optimizer.step()
+
+
+def accuracy(logits: Tensor, target: Tensor, topk: tuple[int, ...] = (1,)) -> list[float]:
+    """Top-k accuracy in percent."""
+    maxk = min(max(topk), logits.shape[1])
+    pred = logits.topk(maxk, dim=1).indices
+    correct = pred.eq(target.view(-1, 1))
+    return [float(correct[:, :min(k, maxk)].any(dim=1).float().mean() * 100) for k in topk]
+
+
+@torch.no_grad()
+def evaluate_supernet(model: nn.Module, loader, device: torch.device,
+                      max_batches: int | None = None) -> float:
+    """Top-1 (percent) of a supernet on a loader; eval mode restored to train mode after."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for i, (x, y) in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        x, y = x.to(device), y.to(device)
+        correct += int((model(x).argmax(1) == y).sum())
+        total += int(y.numel())
+    model.train(was_training)
+    from backbones.search.base import all_reduce_mean
+    return all_reduce_mean(100.0 * correct / max(total, 1))

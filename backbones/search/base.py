@@ -1,0 +1,163 @@
+"""The contract between a search method and the harness's one training loop.
+
+The loop (``harness.engine.run_loop``) owns epochs, progress bars, checkpoints, resume and NaN
+checks; a method owns only what is specific to it: one ``step`` on a (train, val) batch pair,
+optional per-epoch work, its state, and the genotype it currently believes in.
+Each method declares a ``Config`` dataclass; the harness validates params.yaml against it.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from backbones.genotypes import Genotype
+
+Batch = tuple[Tensor, Tensor]
+
+
+@dataclass
+class CommonSearchConfig:
+    """Settings every supernet-based method shares (DARTS defaults, CIFAR-10)."""
+    C: int = 16
+    layers: int = 8
+    epochs: int = 50
+    w_lr: float = 0.025
+    w_lr_min: float = 0.001
+    w_momentum: float = 0.9
+    w_wd: float = 3e-4
+    arch_lr: float = 3e-4
+    arch_wd: float = 1e-3
+    grad_clip: float = 5.0
+    partial_channels: int = 1
+
+
+@dataclass
+class SearchContext:
+    """What the harness tells a method about where it runs."""
+    num_classes: int
+    device: torch.device
+    seed: int = 0
+    steps_per_epoch: int = 1
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def distributed(self) -> bool:
+        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def average_gradients(params: Iterable[nn.Parameter]) -> None:
+    """All-reduce (mean) the gradients across ranks, so that weights and alpha take identical
+    steps on every rank: the data-parallel part of DDP, done by hand because a bi-level search
+    updates two parameter groups on two different batches per step."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(world)
+
+
+def all_reduce_mean(value: float) -> float:
+    """Average a Python number over ranks (validation accuracies must agree on every rank)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item() / dist.get_world_size())
+
+
+class SearchMethod(ABC):
+    """One architecture search method. Subclasses set ``name`` and ``Config``."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type] = CommonSearchConfig
+    #: False for methods that do not look at data (random search): the loop then runs no epochs
+    uses_data: ClassVar[bool] = True
+
+    def __init__(self, cfg: Any, ctx: SearchContext) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+
+    @abstractmethod
+    def step(self, train_batch: Batch, val_batch: Batch) -> dict[str, float]:
+        """One search step; returns scalars to log (the key 'loss' is checked for NaN)."""
+
+    def planned_epochs(self) -> int:
+        """How many epochs the loop runs (CP-NAS derives it from its rounds; random: 0)."""
+        return int(getattr(self.cfg, "epochs", 0)) if self.uses_data else 0
+
+    def begin_epoch(self, epoch: int, total_epochs: int) -> None:
+        """Called before each epoch (learning-rate schedules, sampling, ...)."""
+
+    def end_epoch(self, epoch: int, val_loader: DataLoader) -> dict[str, float]:
+        """Called after each epoch with the validation loader; returns scalars to log."""
+        return {}
+
+    @abstractmethod
+    def genotype(self) -> Genotype:
+        """The discrete architecture the method currently selects."""
+
+    def alphas(self) -> dict[str, list[list[float]]]:
+        """Architecture parameters to record in the metrics file (empty if none)."""
+        return {}
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: tensors, numbers, strings, lists, dicts only
+        (it is saved with torch.save and loaded with weights_only=True)."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def modules(self) -> list[nn.Module]:
+        """The networks of the method (moved to the device, counted for memory)."""
+        return []
+
+
+_METHODS: dict[str, type[SearchMethod]] = {}
+_BUILTIN_MODULES = ("backbones.search.direct", "backbones.search.random_search",
+                    "backbones.search.darts", "backbones.search.dcpnas",
+                    "backbones.search.cpnas")
+
+
+def register_search_method(cls: type[SearchMethod]) -> type[SearchMethod]:
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def _load_builtins() -> None:
+    for module in _BUILTIN_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # a real import error inside the module
+                raise
+
+
+def list_search_methods() -> list[str]:
+    _load_builtins()
+    return sorted(_METHODS)
+
+
+def get_search_method(name: str) -> type[SearchMethod]:
+    _load_builtins()
+    if name not in _METHODS:
+        close = difflib.get_close_matches(name, list(_METHODS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"unknown search method {name!r}: expected one of "
+                       f"{sorted(_METHODS)}{hint}")
+    return _METHODS[name]
+
+
+def create_search_method(name: str, cfg: Any, ctx: SearchContext) -> SearchMethod:
+    return get_search_method(name)(cfg, ctx)

@@ -1,0 +1,170 @@
+"""The search model: MixedOp, search cell and supernet with architecture parameters alpha.
+
+One class serves every method: ``binary=False`` is the real-valued Parent (DARTS), ``binary=True``
+the 1-bit Child; ``partial_channels=K > 1`` gives PC-DARTS-style partial channel connections
+(only 1/K of the channels go through the mixed op, the rest bypass it, then a channel shuffle).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from backbones.genotypes import NUM_EDGES, STEPS, Genotype, from_alphas
+from backbones.operations import PRIMITIVES, FactorizedReduce, ReLUConvBN, create_op
+
+
+def channel_shuffle(x: Tensor, groups: int) -> Tensor:
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+class MixedOp(nn.Module):
+    """Softmax(alpha)-weighted sum of all candidate ops on one edge (Eq. 4.28)."""
+
+    def __init__(self, C: int, stride: int, binary: bool, partial_channels: int = 1,
+                 primitives: tuple[str, ...] = PRIMITIVES) -> None:
+        super().__init__()
+        if C % partial_channels:
+            raise ValueError(f"partial_channels={partial_channels} must divide C={C}")
+        self.k = partial_channels
+        self.stride = stride
+        c_op = C // partial_channels
+        self.ops = nn.ModuleList()
+        for name in primitives:
+            op = create_op(name, c_op, stride, affine=False, binary=binary)
+            if "pool" in name:  # DARTS: BN after pooling in the search model
+                op = nn.Sequential(op, nn.BatchNorm2d(c_op, affine=False))
+            self.ops.append(op)
+
+    def forward(self, x: Tensor, weights: Tensor) -> Tensor:
+        if self.k == 1:
+            return sum(w * op(x) for w, op in zip(weights, self.ops))
+        c = x.shape[1] // self.k
+        x_op, x_skip = x[:, :c], x[:, c:]
+        out = sum(w * op(x_op) for w, op in zip(weights, self.ops))
+        if self.stride == 2:
+            x_skip = F.max_pool2d(x_skip, 2, 2, ceil_mode=True)
+        return channel_shuffle(torch.cat([out, x_skip], dim=1), self.k)
+
+
+class SearchCell(nn.Module):
+    def __init__(self, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool,
+                 binary: bool, partial_channels: int = 1, steps: int = STEPS,
+                 multiplier: int = 4) -> None:
+        super().__init__()
+        self.reduction = reduction
+        self.steps = steps
+        self.multiplier = multiplier
+        self.pre0 = (FactorizedReduce(C_pp, C, affine=False, binary=binary) if reduction_prev
+                     else ReLUConvBN(C_pp, C, 1, 1, 0, affine=False, binary=binary))
+        self.pre1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False, binary=binary)
+        self.edges = nn.ModuleList()
+        for i in range(steps):
+            for j in range(2 + i):
+                stride = 2 if reduction and j < 2 else 1
+                self.edges.append(MixedOp(C, stride, binary, partial_channels))
+
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
+        states = [self.pre0(s0), self.pre1(s1)]
+        offset = 0
+        for _ in range(self.steps):
+            s = sum(self.edges[offset + j](h, weights[offset + j]) for j, h in enumerate(states))
+            offset += len(states)
+            states.append(s)
+        return torch.cat(states[-self.multiplier:], dim=1)
+
+
+class Supernet(nn.Module):
+    """DARTS supernet: real stem, ``layers`` cells (reductions at 1/3 and 2/3), real classifier.
+
+    ``alpha_normal`` / ``alpha_reduce`` (14 x 8) are the architecture parameters; they are kept
+    apart from the weights (``arch_parameters`` / ``weight_parameters``) for bi-level updates.
+    ``op_mask`` (same shape, 0/1) removes ops, used by CP-NAS's progressive pruning and sampling.
+    """
+
+    def __init__(self, C: int = 16, num_classes: int = 10, layers: int = 8, *,
+                 binary: bool = False, partial_channels: int = 1, steps: int = STEPS,
+                 multiplier: int = 4, stem_multiplier: int = 3, in_channels: int = 3) -> None:
+        super().__init__()
+        self.C, self.num_classes, self.layers = C, num_classes, layers
+        self.binary = binary
+        self.partial_channels = partial_channels
+        c_curr = stem_multiplier * C
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(c_curr))
+        C_pp, C_p, c_curr = c_curr, c_curr, C
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(layers):
+            reduction = layers >= 3 and i in (layers // 3, 2 * layers // 3)
+            if reduction:
+                c_curr *= 2
+            cell = SearchCell(C_pp, C_p, c_curr, reduction, reduction_prev, binary,
+                              partial_channels, steps, multiplier)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            C_pp, C_p = C_p, multiplier * c_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_p, num_classes)
+        n_ops = len(PRIMITIVES)
+        self.alpha_normal = nn.Parameter(1e-3 * torch.randn(NUM_EDGES, n_ops))
+        self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(NUM_EDGES, n_ops))
+        self.register_buffer("mask_normal", torch.ones(NUM_EDGES, n_ops))
+        self.register_buffer("mask_reduce", torch.ones(NUM_EDGES, n_ops))
+
+    # -- parameters --------------------------------------------------------------------
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.alpha_normal, self.alpha_reduce]
+
+    def weight_parameters(self) -> Iterator[nn.Parameter]:
+        arch = {id(p) for p in self.arch_parameters()}
+        return (p for p in self.parameters() if id(p) not in arch)
+
+    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        return ((n, p) for n, p in self.named_parameters() if not n.startswith("alpha_"))
+
+    # -- forward -----------------------------------------------------------------------
+    def edge_weights(self, reduction: bool) -> Tensor:
+        """softmax over the unmasked ops of each edge (masked ops get weight 0)."""
+        alpha = self.alpha_reduce if reduction else self.alpha_normal
+        mask = self.mask_reduce if reduction else self.mask_normal
+        return torch.softmax(alpha.masked_fill(mask == 0, float("-inf")), dim=-1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        w_normal, w_reduce = self.edge_weights(False), self.edge_weights(True)
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal)
+        return self.classifier(self.global_pooling(s1).flatten(1))
+
+    # -- architecture --------------------------------------------------------------------
+    def genotype(self) -> Genotype:
+        masked_n = self.alpha_normal.masked_fill(self.mask_normal == 0, float("-inf"))
+        masked_r = self.alpha_reduce.masked_fill(self.mask_reduce == 0, float("-inf"))
+        return from_alphas(masked_n, masked_r)
+
+    def copy_arch_from(self, other: "Supernet") -> None:
+        """Inherit the architecture (alpha and masks) of another supernet: alpha_hat <- alpha."""
+        with torch.no_grad():
+            for mine, theirs in zip(self.arch_parameters(), other.arch_parameters()):
+                mine.copy_(theirs)
+            self.mask_normal.copy_(other.mask_normal)
+            self.mask_reduce.copy_(other.mask_reduce)
+
+    def op_weight_norms(self) -> tuple[Tensor, Tensor]:
+        """R(w_m) = ||w_m||^2 of every candidate op on every edge (normal, reduce), 14 x 8."""
+        out = []
+        for reduction in (False, True):
+            norms = torch.zeros(NUM_EDGES, len(PRIMITIVES))
+            for cell in self.cells:
+                if cell.reduction != reduction:
+                    continue
+                for e, mixed in enumerate(cell.edges):
+                    for k, op in enumerate(mixed.ops):
+                        sq = sum((p.detach().float() ** 2).sum() for p in op.parameters())
+                        norms[e, k] += float(sq) if not isinstance(sq, int) else 0.0
+            out.append(norms)
+        return out[0], out[1]
