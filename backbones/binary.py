@@ -68,12 +68,14 @@ class BinaryConv2d(nn.Conv2d):
     def __init__(self, *args, binary_input: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.binary_input = binary_input
+        # False only during step 1 of the two-step retraining (binary activations, real weights)
+        self.binary_weight = True
 
     def forward(self, x: Tensor) -> Tensor:
         if self.binary_input:
             x = sign_bireal(x)
-        return F.conv2d(x, binarize_weight(self.weight), self.bias, self.stride,
-                        self.padding, self.dilation, self.groups)
+        w = binarize_weight(self.weight) if self.binary_weight else self.weight
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", binary_input={self.binary_input}"
@@ -81,6 +83,12 @@ class BinaryConv2d(nn.Conv2d):
 
 def binary_convs(module: nn.Module) -> Iterable[BinaryConv2d]:
     return (m for m in module.modules() if isinstance(m, BinaryConv2d))
+
+
+def set_weight_binarization(module: nn.Module, enabled: bool) -> None:
+    """Switch weight binarization of every BinaryConv2d (two-step training, step 1 = off)."""
+    for conv in binary_convs(module):
+        conv.binary_weight = enabled
 
 
 def reconstruction_loss(module: nn.Module) -> Tensor:

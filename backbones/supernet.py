@@ -39,12 +39,23 @@ class MixedOp(nn.Module):
                 op = nn.Sequential(op, nn.BatchNorm2d(c_op, affine=False))
             self.ops.append(op)
 
+    #: indices of the ops that are run; None (the default) runs every op. Set by
+    #: ``Supernet.set_masks(..., skip_masked=True)`` so that masked ops (weight exactly 0) are
+    #: not computed at all: single-path training (CP-NAS) then costs one op per edge and the
+    #: skipped ops get no gradient (so no weight decay / momentum step either).
+    active: tuple[int, ...] | None = None
+
+    def _mix(self, x: Tensor, weights: Tensor) -> Tensor:
+        if self.active is None:
+            return sum(w * op(x) for w, op in zip(weights, self.ops))
+        return sum(weights[k] * self.ops[k](x) for k in self.active)
+
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         if self.k == 1:
-            return sum(w * op(x) for w, op in zip(weights, self.ops))
+            return self._mix(x, weights)
         c = x.shape[1] // self.k
         x_op, x_skip = x[:, :c], x[:, c:]
-        out = sum(w * op(x_op) for w, op in zip(weights, self.ops))
+        out = self._mix(x_op, weights)
         if self.stride == 2:
             x_skip = F.max_pool2d(x_skip, 2, 2, ceil_mode=True)
         return channel_shuffle(torch.cat([out, x_skip], dim=1), self.k)
@@ -145,6 +156,28 @@ class Supernet(nn.Module):
         masked_n = self.alpha_normal.masked_fill(self.mask_normal == 0, float("-inf"))
         masked_r = self.alpha_reduce.masked_fill(self.mask_reduce == 0, float("-inf"))
         return from_alphas(masked_n, masked_r)
+
+    def set_masks(self, mask_normal: Tensor, mask_reduce: Tensor, *,
+                  skip_masked: bool = False) -> None:
+        """Set the op masks (14 x 8, 0/1; every edge must keep at least one op).
+
+        ``skip_masked=True`` also makes every MixedOp run only its unmasked ops (same output,
+        less compute, no gradient for the masked ops); ``False`` restores running all ops."""
+        for mask in (mask_normal, mask_reduce):
+            if tuple(mask.shape) != tuple(self.mask_normal.shape):
+                raise ValueError(f"set_masks: mask has shape {tuple(mask.shape)}, expected "
+                                 f"{tuple(self.mask_normal.shape)}")
+            if bool((mask.sum(dim=1) == 0).any()):
+                raise ValueError("set_masks: every edge must keep at least one op")
+        with torch.no_grad():
+            self.mask_normal.copy_(mask_normal)
+            self.mask_reduce.copy_(mask_reduce)
+        for reduction, mask in ((False, self.mask_normal), (True, self.mask_reduce)):
+            rows = [tuple(int(k) for k in row.nonzero().flatten()) for row in mask.cpu()]
+            for cell in self.cells:
+                if cell.reduction == reduction:
+                    for e, mixed in enumerate(cell.edges):
+                        mixed.active = rows[e] if skip_masked else None
 
     def copy_arch_from(self, other: "Supernet") -> None:
         """Inherit the architecture (alpha and masks) of another supernet: alpha_hat <- alpha."""

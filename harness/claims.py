@@ -136,6 +136,16 @@ def fmt_num(v: float) -> str:
     return f"{round(float(v), 6):g}"
 
 
+def paper_text(row) -> str:
+    """A paper row's value as written in results/paper_numbers.csv (63.0 stays 63.0)."""
+    t = row.get("value_text", "") if hasattr(row, "get") else ""
+    return t if isinstance(t, str) and t else fmt_num(row["value"])
+
+
+def paper_top1_text(row) -> str:
+    return fmt_num(paper_top1(row)) if row["metric"] == "top1_error" else paper_text(row)
+
+
 def method_label(method: str) -> str:
     return METHOD_LABELS.get(method, method)
 
@@ -382,12 +392,13 @@ def _ranking_claim(train_main: pd.DataFrame, a: str, opponents: Sequence[str]) -
                               "dataset and profile")
 
 
-def _judge_absolute(s: Stats, paper_value: float, profile: str, what: str) -> tuple[str, str, str]:
+def _judge_absolute(s: Stats, paper_value: float, profile: str, what: str,
+                    paper_txt: str | None = None) -> tuple[str, str, str]:
     if s.n == 0:
         return CANNOT_SAY, "not run", ""
     d = s.mean - paper_value
     tol = max(ABS_TOL_PP, 2 * s.std) if s.n >= 2 else ABS_TOL_PP
-    detail = (f"{what} measured {fmt_stats(s)} vs paper {fmt_num(paper_value)} "
+    detail = (f"{what} measured {fmt_stats(s)} vs paper {paper_txt or fmt_num(paper_value)} "
               f"(Δ {d:+.2f} pp, tolerance ±{tol:.2f} pp)")
     if profile == "smoke":
         return CANNOT_SAY, "synthetic smoke data", detail
@@ -448,22 +459,23 @@ def _absolute_claims(paper: pd.DataFrame, train_main: pd.DataFrame) -> list[Clai
         top5 = paper_rows(paper, method=method, metric="top5", settings=[setting], dataset=pds)
         top5 = top5[top5["paper"] == row["paper"]]
         p5 = float(top5.iloc[0]["value"]) if not top5.empty else None
+        p1t, p5t = paper_top1_text(row), (paper_text(top5.iloc[0]) if p5 is not None else None)
         if row["metric"] == "top1_error":
-            text = (f"{row['paper']}: {name} top-1 error {fmt_num(row['value'])}% on {pds} "
-                    f"(= {fmt_num(p1)}% top-1)")
+            text = (f"{row['paper']}: {name} top-1 error {paper_text(row)}% on {pds} "
+                    f"(= {p1t}% top-1)")
         else:
-            text = f"{row['paper']}: {name} reaches {fmt_num(p1)}% top-1"
+            text = f"{row['paper']}: {name} reaches {p1t}% top-1"
             if p5 is not None:
-                text += f" / {fmt_num(p5)}% top-5"
+                text += f" / {p5t}% top-5"
             text += f" on {pds}"
             if setting != SETTING_MAIN:
                 text += f" ({setting})"
         runs = _filter_size(_runs_on(train_main, method, pds), size)
         groups = []
         for (dataset, profile), g in _train_groups(runs):
-            comps = [_judge_absolute(seed_stats(g["top1"]), p1, profile, "top-1")]
+            comps = [_judge_absolute(seed_stats(g["top1"]), p1, profile, "top-1", p1t)]
             if p5 is not None:
-                comps.append(_judge_absolute(seed_stats(g["top5"]), p5, profile, "top-5"))
+                comps.append(_judge_absolute(seed_stats(g["top5"]), p5, profile, "top-5", p5t))
             v, r, d = all_of(comps)
             if v == CONTRADICTS and size and _untagged(g):
                 v, r = CANNOT_SAY, (f"run not tagged as DCP-NAS-{size} (optional train key "
@@ -481,14 +493,14 @@ def _memory_claims(paper: pd.DataFrame, train_main: pd.DataFrame) -> list[ClaimR
         method, pds, setting = row["method"], row["dataset"], row["setting"]
         size = _size_of(setting)
         name = method_label(method) + (f"-{size}" if size else "")
-        text = f"{row['paper']}: {name} needs {fmt_num(row['value'])} {row['unit']} of memory on {pds}"
+        text = f"{row['paper']}: {name} needs {paper_text(row)} {row['unit']} of memory on {pds}"
         runs = _filter_size(_runs_on(train_main, method, pds), size)
         groups = []
         for (dataset, profile), g in _train_groups(runs):
             s = seed_stats(g["memory_mbit"])
             target = float(row["value"])
             rel = (s.mean - target) / target
-            detail = f"measured {fmt_stats(s)} Mbit vs paper {fmt_num(target)} Mbit ({rel:+.0%})"
+            detail = f"measured {fmt_stats(s)} Mbit vs paper {paper_text(row)} Mbit ({rel:+.0%})"
             if profile == "smoke":
                 v, r = CANNOT_SAY, "synthetic smoke data"
             elif abs(rel) <= MEMORY_REL_TOL:
@@ -518,7 +530,7 @@ def _search_cost_claims(paper: pd.DataFrame, search_main: pd.DataFrame) -> list[
         target, unit = float(row["value"]), str(row["unit"])
         size = _size_of(row["setting"])
         name = method_label(method) + (f"-{size}" if size else "")
-        text = f"{row['paper']}: {name} search costs {fmt_num(target)} {unit} on {pds}"
+        text = f"{row['paper']}: {name} search costs {paper_text(row)} {unit} on {pds}"
         groups = []
         if unit != "GPU-days":
             runs = search_main[search_main["method"] == method] if not search_main.empty else search_main
@@ -536,7 +548,7 @@ def _search_cost_claims(paper: pd.DataFrame, search_main: pd.DataFrame) -> list[
         runs = _runs_on(search_main, method, pds)
         for (dataset, profile, munit), g in _search_groups(runs):
             s = seed_stats(g["search_cost_value"])
-            detail = f"measured {fmt_stats(s, '.3g')} {munit} vs paper {fmt_num(target)} {unit}"
+            detail = f"measured {fmt_stats(s, '.3g')} {munit} vs paper {paper_text(row)} {unit}"
             label = f"{dataset}/{profile}"
             rank = PROFILE_RANK.get(profile, 0)
             if profile == "smoke":
@@ -569,7 +581,7 @@ def _speedup_claims(paper: pd.DataFrame, search_main: pd.DataFrame, start: int) 
     for i, (_, row) in enumerate(rows.iterrows(), start=start):
         method = row["method"]
         frac = float(row["value"]) / 100.0
-        text = (f"{row['paper']}: {method_label(method)} searches {fmt_num(row['value'])}% faster "
+        text = (f"{row['paper']}: {method_label(method)} searches {paper_text(row)}% faster "
                 f"than prior arts ({', '.join(method_label(m) for m in PRIOR_ART_SEARCHERS)}; "
                 "same dataset, profile and device kind)")
         groups = []
@@ -607,13 +619,14 @@ def _ablation_claims(train: pd.DataFrame, paper: pd.DataFrame) -> list[ClaimResu
     t42 = paper_rows(paper, method="dcpnas", metric="top1",
                      settings=[SETTING_L_FULL, SETTING_L_NONE, SETTING_L_ONE])
     src42 = str(t42.iloc[0]["source"]).split(";")[0] if not t42.empty else "DCP-NAS Table 4.2"
-    none_v = t42[t42["setting"] == SETTING_L_NONE]["value"].tolist()
-    one_v = t42[t42["setting"] == SETTING_L_ONE]["value"].tolist()
-    full_v = t42[t42["setting"] == SETTING_L_FULL]["value"].tolist()
+    def texts(setting):
+        return [paper_text(r) for _, r in t42[t42["setting"] == setting].iterrows()]
+
+    none_v, one_v, full_v = texts(SETTING_L_NONE), texts(SETTING_L_ONE), texts(SETTING_L_FULL)
     paper_txt = ""
     if none_v and one_v and full_v:
-        paper_txt = (f" (paper, ImageNet: neither {fmt_num(none_v[0])}, single components "
-                     f"{' / '.join(fmt_num(v) for v in one_v)}, both {fmt_num(full_v[0])})")
+        paper_txt = (f" (paper, {t42.iloc[0]['dataset']}: neither {none_v[0]}, single components "
+                     f"{' / '.join(one_v)} (which is which: ambiguous), both {full_v[0]})")
 
     cells_by_group = tangent_lr_cells(train)
     specs = [
@@ -649,11 +662,12 @@ def _ablation_claims(train: pd.DataFrame, paper: pd.DataFrame) -> list[ClaimResu
 
     t44 = paper_rows(paper, method="dcpnas", metric="top1", settings=list(DISTANCE_SETTINGS.values()))
     src44 = str(t44.iloc[0]["source"]).split(";")[0] if not t44.empty else "DCP-NAS Table 4.4"
-    vals = {d: t44[t44["setting"] == s]["value"].tolist() for d, s in DISTANCE_SETTINGS.items()}
+    vals = {d: [paper_text(r) for _, r in t44[t44["setting"] == s].iterrows()]
+            for d, s in DISTANCE_SETTINGS.items()}
     p44 = ""
     if all(vals.values()):
-        p44 = " (paper, ImageNet: " + ", ".join(
-            f"{DISTANCE_LABELS[d]} {fmt_num(vals[d][0])}" for d in DISTANCES) + ")"
+        p44 = f" (paper, {t44.iloc[0]['dataset']}: " + ", ".join(
+            f"{DISTANCE_LABELS[d]} {vals[d][0]}" for d in DISTANCES) + ")"
     groups = []
     for (dataset, profile), cells in distance_cells(train).items():
         comps = [compare_greater(cells["fnorm"].stats("top1"), cells[d].stats("top1"),
@@ -684,7 +698,7 @@ def _transfer_claim(metrics: pd.DataFrame) -> ClaimResult:
             continue
         s = seed_stats(d[col])
         parts.append(f"{name} measured on {', '.join(sorted(set(d['dataset'])))} "
-                     f"(mean over {s.n} runs {s.mean:.2f})")
+                     f"(mean {s.mean:.2f} over {s.n} run{'s' if s.n != 1 else ''})")
     if parts:
         why = ("ALGORITHM.md gives no reference numbers for detection / re-ID to compare with; "
                + "; ".join(parts))

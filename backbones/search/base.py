@@ -124,6 +124,11 @@ class SearchMethod(ABC):
         return []
 
 
+class UnknownMethodError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 _METHODS: dict[str, type[SearchMethod]] = {}
 _BUILTIN_MODULES = ("backbones.search.direct", "backbones.search.random_search",
                     "backbones.search.darts", "backbones.search.dcpnas",
@@ -154,7 +159,7 @@ def get_search_method(name: str) -> type[SearchMethod]:
     if name not in _METHODS:
         close = difflib.get_close_matches(name, list(_METHODS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise KeyError(f"unknown search method {name!r}: expected one of "
+        raise UnknownMethodError(f"unknown search method {name!r}: expected one of "
                        f"{sorted(_METHODS)}{hint}")
     return _METHODS[name]
 

@@ -1,0 +1,23 @@
+# Two commands (see README):
+#   make repro   install everything into .venv (first time: ~20-30 min, mmcv compiles) and
+#                run `dvc repro` on the default smoke profile
+#   make test    install if needed, then run the test suite
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: install repro test test-all bench
+install:
+	VENV=$(VENV) bash scripts/install.sh
+
+repro: install
+	$(BIN)/dvc repro
+
+test: install
+	$(BIN)/python -m pytest
+
+test-all: install
+	$(BIN)/python -m pytest -m ""
+
+bench: install
+	$(BIN)/python benchmarks/bench_search_step.py

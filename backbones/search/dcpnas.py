@@ -1,0 +1,408 @@
+"""DCP-NAS: Discrepant Child-Parent NAS for 1-bit CNNs (Li et al., IJCV 2023; book §4.4,
+Algorithm 10). The pieces (tangent, distance, GGN, backtracking) are in ``tangent.py``.
+
+One ``step`` on a (train, val) batch pair:
+
+1. Parent (real-valued supernet): first-order DARTS. alpha takes an Adam step on the validation
+   cross-entropy; the gradient of that step, negated, is the tangent direction d f~/d alpha
+   (Eq. 4.29) -- no extra pass. With decoupling on, this gradient (taken at the backtracked
+   alpha~ of the previous step) also updates psi~ (Eq. 4.51). Then the Parent's weights take
+   an SGD step on the training cross-entropy.
+2. The 1-bit Child inherits the architecture: alpha_hat <- alpha.
+3. Child architecture step (validation batch): minimise -G + mu D(alpha_hat) (Eq. 4.32) with
+   G = -KL(p^P || p^C), D = distance(dG/dalpha_hat, tangent) (Eq. 4.31). Its gradient
+   -dG/dalpha_hat + mu H_G(alpha_hat) dD/dg (Eq. 4.33) needs the Hessian of G: the GGN / Fisher
+   approximation (Eqs. 4.36-4.41, ``second_order="ggn"``) or the exact double backward
+   (``"exact"``). Child weight step (training batch): KL(p^P || p^C) + lambda_r L_R (Eqs. 4.23,
+   4.34), SGD. The Parent's logits on both batches come from step 1's forward passes.
+4. Decoupled optimization: ops whose weight norm ranks above tau are backtracked,
+   alpha~ = alpha^{t+1} + eta psi~ o alpha^t (Eq. 4.52, eta = eta_1 eta_2).
+5. The Parent takes the Child's architecture: alpha <- alpha_hat. The genotype is the DARTS rule
+   on alpha.
+
+Choices where the paper is silent (DARTS / PC-DARTS practice unless said otherwise):
+- The Child, like the Parent, is bi-level: its architecture moves on the validation batch, its
+  weights on the training batch (``child_arch_batch="train"`` is the cheaper single-level
+  variant: one Child pass on the training batch updates both, with the tangent then taken from
+  the Parent's training-batch gradient).
+- Optimisers: Adam for alpha and alpha_hat (DARTS: lr arch_lr, betas (0.5, 0.999), wd arch_wd),
+  momentum SGD with the cosine schedule for both weight sets (the same as ``direct_bnas``, so
+  the two are comparable step for step). The Parent and the Child keep their own Adam states
+  although they move one shared alpha in turn.
+- Gradients are batch means (the book sums over samples); all of them are averaged over the ranks
+  of a distributed run before every optimizer step, and D is computed from the averaged
+  gradients, so every rank takes identical steps.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from backbones.binary import reconstruction_loss
+from backbones.genotypes import Genotype
+from backbones.search import tangent as tp
+from backbones.search.architect import (cosine_lr, make_arch_optimizer, make_weight_optimizer,
+                                        set_lr, weight_step)
+from backbones.search.base import (Batch, CommonSearchConfig, SearchContext, SearchMethod,
+                                   average_gradients, register_search_method)
+from backbones.supernet import Supernet
+
+CHILD_ARCH_BATCHES = ("val", "train")
+
+
+@dataclass
+class DCPNASConfig(CommonSearchConfig):
+    """DCP-NAS settings on top of the common supernet ones (DARTS CIFAR-10 defaults).
+
+    Naming: ``lambda_r`` weighs the reconstruction error L_R and ``mu`` the tangent distance D,
+    as in docs/ALGORITHM.md. The book's Eq. 4.32 uses the letters the other way round
+    (-G + lambda D + mu L_R); its values "5e3 and 0.2" are discussed at the two fields."""
+
+    #: tangent propagation: the distance term mu * D(alpha_hat) (False = CP-NAS-like Child)
+    tangent: bool = True
+    #: the reconstruction error lambda_r * L_R(w_hat, beta) in the Child's weight loss
+    recon: bool = True
+    #: decoupled optimization: psi~ updates and backtracking (Eqs. 4.50-4.53)
+    decouple: bool = True
+    #: D between the Child's architecture gradient and the tangent: fnorm | l1 | cosine
+    distance: str = "fnorm"
+    #: Hessian of G in dD/dalpha_hat: ggn (Fisher, first-order gradients only) | exact
+    second_order: str = "ggn"
+    #: label draws per example for the Fisher estimate (each is one backward pass to alpha)
+    ggn_samples: int = 1
+    #: weight of L_R = ||w_hat - beta sign(w_hat)||^2 summed over every binary weight (not a
+    #: mean), so it grows with the supernet: 5e-3 keeps lambda_r L_R at about the KL term's
+    #: size on C=16 / 8 cells (~20 vs ~2 at init) and its weight gradient small next to the
+    #: KL one; 5e3 (the book's number read literally) makes lambda_r L_R 1e6 times the KL term
+    #: and the clipped weight gradient is then pure L_R.
+    lambda_r: float = 5e-3
+    #: weight of D. D compares architecture gradients (entries ~1e-2), so with mean-reduced
+    #: losses mu D's gradient is tiny; 0.2 (the book's other number) leaves it a few percent of
+    #: the KL gradient on alpha_hat.
+    mu: float = 0.2
+    #: backtracking threshold: an op type is backtracked when at least this fraction of the M
+    #: op types have a smaller weight norm R(w_m) (0.5 = the top half; 0 = all)
+    tau: float = 0.5
+    #: eta_1 of eta = eta_1 eta_2 in Eq. 4.52: the architecture learning rate of Eq. 4.49
+    #: (None = arch_lr)
+    eta1: float | None = None
+    #: eta_2 of eta = eta_1 eta_2: with psi~ ~ 1 and eta_1 = 3e-4 the backtracking adds about
+    #: 3e-5 alpha^t per step, a ~2x drift of the backtracked alphas over a 50-epoch search
+    eta2: float = 0.1
+    #: step size of the psi~ update (Eq. 4.51); dL/dpsi~ = eta alpha^t dL/dalpha~ is ~1e-7
+    eta_psi: float = 100.0
+    #: initial value of psi~ (the paper does not say; 1 = backtrack by eta alpha^t at once)
+    psi_init: float = 1.0
+    #: batch of the Child's architecture step: val (bi-level, as DARTS) | train (single pass)
+    child_arch_batch: str = "val"
+
+    def __post_init__(self) -> None:
+        choices = {"distance": tp.DISTANCES, "second_order": tp.SECOND_ORDER,
+                   "child_arch_batch": CHILD_ARCH_BATCHES}
+        for key, allowed in choices.items():
+            value = getattr(self, key)
+            if value not in allowed:
+                raise ValueError(f"dcpnas: {key}={value!r}; expected one of "
+                                 f"{', '.join(allowed)}")
+        if not 0.0 <= self.tau <= 1.0:
+            raise ValueError(f"dcpnas: tau={self.tau} must lie in [0, 1] (a rank fraction)")
+        if self.ggn_samples < 1:
+            raise ValueError(f"dcpnas: ggn_samples={self.ggn_samples} must be >= 1")
+        for key in ("lambda_r", "mu", "eta2", "eta_psi", "psi_init"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"dcpnas: {key}={getattr(self, key)} must be >= 0")
+
+
+@contextlib.contextmanager
+def _no_grad_for(params: list[nn.Parameter]) -> Iterator[None]:
+    """Skip the gradient of ``params`` in the enclosed forward (alpha during a weight step)."""
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, f in zip(params, flags):
+            p.requires_grad_(f)
+
+
+def _mean_over_ranks(tensors: list[Tensor]) -> list[Tensor]:
+    """All-reduce mean of a list of tensors (copies; the inputs are left alone)."""
+    out = [t.detach().clone() for t in tensors]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for t in out:
+            dist.all_reduce(t)
+            t.div_(dist.get_world_size())
+    return out
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+@register_search_method
+class DCPNAS(SearchMethod):
+    name = "dcpnas"
+    Config = DCPNASConfig
+
+    def __init__(self, cfg: DCPNASConfig, ctx: SearchContext) -> None:
+        super().__init__(cfg, ctx)
+        dev = ctx.device
+        net = dict(C=cfg.C, num_classes=ctx.num_classes, layers=cfg.layers,
+                   partial_channels=cfg.partial_channels)
+        self.parent = Supernet(**net, binary=False).to(dev)
+        self.child = Supernet(**net, binary=True).to(dev)
+        self.child.copy_arch_from(self.parent)
+        self.p_wopt = make_weight_optimizer(self.parent, cfg.w_lr, cfg.w_momentum, cfg.w_wd)
+        self.p_aopt = make_arch_optimizer(self.parent, cfg.arch_lr, cfg.arch_wd)
+        self.c_wopt = make_weight_optimizer(self.child, cfg.w_lr, cfg.w_momentum, cfg.w_wd)
+        self.c_aopt = make_arch_optimizer(self.child, cfg.arch_lr, cfg.arch_wd)
+        shape = (2, *self.parent.alpha_normal.shape)
+        self.psi = torch.full(shape, float(cfg.psi_init), device=dev)        # psi~ (Eq. 4.51)
+        self.bt_mask = torch.zeros(shape, dtype=torch.bool, device=dev)     # last backtracking
+        self.bt_alpha = torch.zeros(shape, device=dev)                      # its alpha^t
+        self.has_bt = False
+        self.steps = 0
+        self._norm_index = tp.OpNormIndex(self.child)
+
+    # -- small helpers ----------------------------------------------------------------------
+    @property
+    def eta(self) -> float:
+        eta1 = self.cfg.arch_lr if self.cfg.eta1 is None else self.cfg.eta1
+        return float(eta1) * float(self.cfg.eta2)
+
+    @staticmethod
+    def _alpha(model: Supernet) -> Tensor:
+        return torch.stack([a.detach() for a in model.arch_parameters()[:2]])
+
+    @staticmethod
+    def _op_mask(model: Supernet) -> Tensor:
+        return torch.stack([model.mask_normal, model.mask_reduce])
+
+    def _generator(self) -> torch.Generator:
+        """Label draws of the Fisher estimate: a function of (seed, step, rank), so a resumed
+        run draws the same labels as an uninterrupted one."""
+        gen = torch.Generator(device=self.ctx.device)
+        gen.manual_seed((self.ctx.seed * 1_000_003 + self.steps * 7_919 + _rank() * 104_729)
+                        % (2 ** 62))
+        return gen
+
+    # -- the step -----------------------------------------------------------------------------
+    def begin_epoch(self, epoch: int, total_epochs: int) -> None:
+        lr = cosine_lr(epoch, total_epochs, self.cfg.w_lr, self.cfg.w_lr_min)
+        set_lr(self.p_wopt, lr)
+        set_lr(self.c_wopt, lr)
+        self.parent.train()
+        self.child.train()
+
+    def step(self, train_batch: Batch, val_batch: Batch) -> dict[str, float]:
+        cfg = self.cfg
+        dev = self.ctx.device
+        xt, yt = (t.to(dev, non_blocking=True) for t in train_batch)
+        xv, yv = (t.to(dev, non_blocking=True) for t in val_batch)
+        parent, child = self.parent, self.child
+        p_arch, c_arch = parent.arch_parameters(), child.arch_parameters()
+        p_weights, c_weights = list(parent.weight_parameters()), list(child.weight_parameters())
+        alpha_t = self._alpha(parent)                        # alpha^t (alpha~^t after step t-1)
+        zero = torch.zeros((), device=dev)
+        tangent = None
+
+        # 1a. Parent architecture step on the validation batch (first-order DARTS) ----------
+        self.p_aopt.zero_grad(set_to_none=True)
+        logits_pv = parent(xv)
+        arch_loss = F.cross_entropy(logits_pv, yv)
+        for a, g in zip(p_arch, torch.autograd.grad(arch_loss, p_arch)):
+            a.grad = g
+        average_gradients(p_arch)
+        if cfg.decouple and self.has_bt:                     # Eq. 4.51 with dL/dalpha~^t
+            grad_psi = tp.psi_gradient(torch.stack([a.grad for a in p_arch[:2]]),
+                                       self.bt_alpha, self.bt_mask, self.eta)
+            self.psi = tp.psi_update(self.psi, grad_psi, cfg.eta_psi)
+        if cfg.tangent and cfg.child_arch_batch == "val":    # Eq. 4.29 (see tangent_direction)
+            tangent = [-a.grad.detach().clone() for a in p_arch]
+        self.p_aopt.step()
+
+        # 1b. Parent weight step on the training batch --------------------------------------
+        self.p_wopt.zero_grad(set_to_none=True)
+        take_tangent = cfg.tangent and cfg.child_arch_batch == "train"
+        for a in p_arch:
+            a.grad = None
+        with contextlib.nullcontext() if take_tangent else _no_grad_for(p_arch):
+            logits_pt = parent(xt)
+            parent_loss = F.cross_entropy(logits_pt, yt)
+            weight_step(parent, p_weights, self.p_wopt, parent_loss, cfg.grad_clip)
+        if take_tangent:                                     # same batch as the Child's pass
+            tangent = [-g for g in _mean_over_ranks([a.grad for a in p_arch])]
+            for a in p_arch:
+                a.grad = None
+        logits_pv, logits_pt = logits_pv.detach(), logits_pt.detach()
+
+        # 2. the Child inherits the architecture ---------------------------------------------
+        child.copy_arch_from(parent)
+
+        # 3. Child architecture and weight steps ---------------------------------------------
+        if cfg.child_arch_batch == "val":
+            child_arch_loss, dist_value = self._child_arch_step(xv, logits_pv, tangent)
+            kl, recon, loss, logits_ct = self._child_weight_step(xt, logits_pt, c_weights)
+        else:
+            kl, recon, loss, logits_ct, dist_value = self._child_joint_step(
+                xt, logits_pt, c_weights, tangent)
+            child_arch_loss = kl
+
+        # 4. decoupled optimization: backtracking (Eq. 4.52) ---------------------------------
+        n_bt = zero
+        if cfg.decouple:
+            norms = tp.op_weight_norms(child, self._norm_index)
+            mask = tp.backtrack_mask(norms, cfg.tau, self._op_mask(child))
+            alpha_tilde = tp.backtrack(self._alpha(child), alpha_t, self.psi, mask, self.eta)
+            with torch.no_grad():
+                for a, new in zip(c_arch[:2], alpha_tilde):
+                    a.copy_(new)
+            self.bt_mask, self.bt_alpha, self.has_bt = mask, alpha_t, True
+            n_bt = mask.sum()
+
+        # 5. the Parent takes the Child's architecture ----------------------------------------
+        parent.copy_arch_from(child)
+        self.steps += 1
+
+        logs = {"loss": loss, "kl": kl, "recon": recon, "dist": dist_value,
+                "child_arch_loss": child_arch_loss, "arch_loss": arch_loss.detach(),
+                "parent_loss": parent_loss.detach(),
+                "child_acc": (logits_ct.argmax(1) == yt).float().mean() * 100,
+                "parent_acc": (logits_pt.argmax(1) == yt).float().mean() * 100,
+                "psi_mean": self.psi.mean(), "backtracked": n_bt}
+        values = torch.stack([v.detach().float().reshape(()) for v in logs.values()]).tolist()
+        return dict(zip(logs, values))                       # one host sync per step
+
+    def _second_order_term(self, logits: Tensor, g_kl: list[Tensor],
+                           tangent: list[Tensor]) -> tuple[list[Tensor], Tensor]:
+        """mu dD/dalpha_hat = mu H_G v with v = dD/dg at g = dG/dalpha_hat = -dKL/dalpha_hat
+        (Eq. 4.33). ``g_kl`` must carry its graph when second_order == "exact"."""
+        c_arch = self.child.arch_parameters()
+        g = [-x for x in _mean_over_ranks(g_kl)]             # dG/dalpha_hat, all ranks
+        d, v = tp.distance_and_direction(tp.flat(g), tp.flat(tangent), self.cfg.distance)
+        v = tp.unflat(v, c_arch)
+        if self.cfg.second_order == "exact":                 # H_G v = -H_KL v
+            hv = [-h for h in tp.exact_hessian_vector_product(g_kl, c_arch, v)]
+        else:
+            hv = tp.fisher_vector_product(logits, c_arch, v, samples=self.cfg.ggn_samples,
+                                          generator=self._generator(), retain_graph=False)
+        return [self.cfg.mu * h for h in hv], d
+
+    def _child_arch_step(self, xv: Tensor, logits_pv: Tensor,
+                         tangent: list[Tensor] | None) -> tuple[Tensor, Tensor]:
+        """alpha_hat <- Adam(dKL/dalpha_hat + mu dD/dalpha_hat) on the validation batch."""
+        child = self.child
+        c_arch = child.arch_parameters()
+        self.c_aopt.zero_grad(set_to_none=True)
+        with _no_grad_for(list(child.weight_parameters())):  # alpha_hat only: no weight grads
+            logits_cv = child(xv)
+            kl_v = tp.kl_parent_child(logits_cv, logits_pv)
+            use_d = self.cfg.tangent and tangent is not None
+            exact = use_d and self.cfg.second_order == "exact"
+            g_kl = list(torch.autograd.grad(kl_v, c_arch, create_graph=exact,
+                                            retain_graph=use_d))
+            d = torch.zeros((), device=kl_v.device)
+            total = [g.detach() for g in g_kl]
+            if use_d:
+                extra, d = self._second_order_term(logits_cv, g_kl, tangent)
+                total = [t + e for t, e in zip(total, extra)]
+        for a, g in zip(c_arch, total):
+            a.grad = g
+        average_gradients(c_arch)
+        self.c_aopt.step()
+        return kl_v.detach(), d
+
+    def _child_weight_step(self, xt: Tensor, logits_pt: Tensor, c_weights: list[nn.Parameter]
+                           ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """w_hat <- SGD(KL(p^P || p^C) + lambda_r L_R) on the training batch (Eq. 4.34)."""
+        child = self.child
+        self.c_wopt.zero_grad(set_to_none=True)
+        with _no_grad_for(child.arch_parameters()):
+            logits_ct = child(xt)
+            kl = tp.kl_parent_child(logits_ct, logits_pt)
+            recon = reconstruction_loss(child).to(kl.device) if self.cfg.recon else None
+            loss = kl + self.cfg.lambda_r * recon if recon is not None else kl
+            weight_step(child, c_weights, self.c_wopt, loss, self.cfg.grad_clip)
+        zero = torch.zeros((), device=kl.device)
+        return kl.detach(), (recon.detach() if recon is not None else zero), loss.detach(), \
+            logits_ct.detach()
+
+    def _child_joint_step(self, xt: Tensor, logits_pt: Tensor, c_weights: list[nn.Parameter],
+                          tangent: list[Tensor] | None
+                          ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``child_arch_batch="train"``: one pass on the training batch gives both the weight
+        gradient (KL + lambda_r L_R) and the architecture gradient (KL + mu D)."""
+        cfg, child = self.cfg, self.child
+        c_arch = child.arch_parameters()
+        self.c_aopt.zero_grad(set_to_none=True)
+        self.c_wopt.zero_grad(set_to_none=True)
+        logits_ct = child(xt)
+        kl = tp.kl_parent_child(logits_ct, logits_pt)
+        use_d = cfg.tangent and tangent is not None
+        exact = use_d and cfg.second_order == "exact"
+        grads = torch.autograd.grad(kl, c_arch + c_weights, create_graph=exact,
+                                    retain_graph=use_d, allow_unused=True)
+        g_kl = list(grads[:len(c_arch)])
+        d = torch.zeros((), device=kl.device)
+        total = [g.detach() for g in g_kl]
+        if use_d:
+            extra, d = self._second_order_term(logits_ct, g_kl, tangent)
+            total = [t + e for t, e in zip(total, extra)]
+        for p, g in zip(c_weights, grads[len(c_arch):]):
+            p.grad = None if g is None else g.detach()
+        loss = kl.detach()
+        recon = torch.zeros((), device=kl.device)
+        if cfg.recon:
+            recon = reconstruction_loss(child).to(kl.device)
+            (cfg.lambda_r * recon).backward()
+            loss = loss + cfg.lambda_r * recon.detach()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(c_weights, cfg.grad_clip)
+        average_gradients(c_weights)
+        self.c_wopt.step()
+        for a, g in zip(c_arch, total):
+            a.grad = g
+        average_gradients(c_arch)
+        self.c_aopt.step()
+        return kl.detach(), recon.detach(), loss, logits_ct.detach(), d
+
+    # -- results and state ---------------------------------------------------------------------
+    def genotype(self) -> Genotype:
+        return self.parent.genotype()
+
+    def alphas(self) -> dict[str, list[list[float]]]:
+        return {"normal": self.parent.alpha_normal.detach().cpu().tolist(),
+                "reduce": self.parent.alpha_reduce.detach().cpu().tolist()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"parent": self.parent.state_dict(), "child": self.child.state_dict(),
+                "p_wopt": self.p_wopt.state_dict(), "p_aopt": self.p_aopt.state_dict(),
+                "c_wopt": self.c_wopt.state_dict(), "c_aopt": self.c_aopt.state_dict(),
+                "psi": self.psi.detach().cpu(), "bt_mask": self.bt_mask.detach().cpu(),
+                "bt_alpha": self.bt_alpha.detach().cpu(), "has_bt": bool(self.has_bt),
+                "steps": int(self.steps)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.parent.load_state_dict(state["parent"])
+        self.child.load_state_dict(state["child"])
+        self.p_wopt.load_state_dict(state["p_wopt"])
+        self.p_aopt.load_state_dict(state["p_aopt"])
+        self.c_wopt.load_state_dict(state["c_wopt"])
+        self.c_aopt.load_state_dict(state["c_aopt"])
+        dev = self.ctx.device
+        self.psi = state["psi"].to(dev).clone()
+        self.bt_mask = state["bt_mask"].to(dev).clone()
+        self.bt_alpha = state["bt_alpha"].to(dev).clone()
+        self.has_bt = bool(state["has_bt"])
+        self.steps = int(state["steps"])
+
+    def modules(self) -> list[nn.Module]:
+        return [self.parent, self.child]

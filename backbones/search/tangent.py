@@ -1,0 +1,259 @@
+"""The pieces of DCP-NAS (book §4.4, Eqs. 4.21-4.53), as small functions on tensors.
+
+Notation (the book's): the real-valued Parent has weights w and architecture alpha, the 1-bit
+Child has weights w_hat and architecture alpha_hat (both 2 x 14 x 8 here: normal and reduction
+cells, 14 edges, 8 ops). Everything works on *lists* of tensors shaped like
+``Supernet.arch_parameters()`` so that it applies to any number of architecture tensors.
+
+- ``tangent_direction``      d f~^P / d alpha, the Parent's tangent direction (Eq. 4.29)
+- ``kl_parent_child``        KL(Parent || Child) of the output distributions, -G (Eq. 4.26, 4.32)
+- ``distance``               D between the Child's gradient and the tangent (Eq. 4.31, Table 4.4)
+- ``fisher_vector_product``  the GGN / Fisher stand-in for the Hessian (Eqs. 4.36-4.41)
+- ``exact_hessian_vector_product``  the same product with the true Hessian (double backward)
+- ``distance_gradient``      dD/d alpha_hat = H_G(alpha_hat) . dD/dg (Eq. 4.33)
+- ``psi_update``, ``backtrack_mask``, ``backtrack``, ``psi_gradient``: the decoupled
+  optimization (Eqs. 4.50-4.53)
+- ``op_weight_norms``        R(w) = ||w||^2 of every (edge, op), without host syncs
+
+Sign conventions: G = -KL(P || C) is the Child's objective to *maximise* (Eq. 4.32 minimises
+-G + ...), f~ = sum_n p_n(X) log p_n(w, alpha) is the Parent's log-likelihood (Eq. 4.21), so
+both d G / d alpha_hat and d f~ / d alpha are ascent directions and D compares like with like.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from backbones.supernet import Supernet
+
+DISTANCES: tuple[str, ...] = ("fnorm", "l1", "cosine")
+SECOND_ORDER: tuple[str, ...] = ("ggn", "exact")
+
+Tensors = Sequence[Tensor]
+
+
+def flat(tensors: Tensors) -> Tensor:
+    """Concatenate a list of tensors into one vector."""
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def unflat(vector: Tensor, like: Tensors) -> list[Tensor]:
+    """Split a vector back into tensors shaped like ``like``."""
+    out, start = [], 0
+    for t in like:
+        out.append(vector[start:start + t.numel()].view_as(t))
+        start += t.numel()
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Objectives
+# ------------------------------------------------------------------------------------------
+def tangent_direction(parent_logits: Tensor, target: Tensor, arch: Tensors, *,
+                      retain_graph: bool = False) -> list[Tensor]:
+    """The Parent's tangent direction d f~^P(w, alpha) / d alpha (Eq. 4.29), batch mean.
+
+    Which p_n: Eq. 4.29 reads sum_n d p_n(w, alpha) / d alpha "with f~ as defined in Eq. 4.21",
+    where n runs over the N *classes*. Taken literally that sum is identically zero (the class
+    probabilities sum to one), so we take the derivative of the f~ that Eq. 4.21 defines,
+    f~ = sum_n p_n(X) log p_n(w, alpha), with p_n(X) the one-hot label: per sample
+    d log p_y / d alpha = (1 / p_y) d p_y / d alpha (Eq. 4.38) -- the probability of the
+    *labelled* class, in log form. This is minus the gradient of the Parent's cross-entropy,
+    which the Parent's architecture step computes anyway (so the tangent is free), and it is on
+    the same scale as the Child's d G / d alpha_hat that D compares it with (G is a
+    log-likelihood too). Averaged over the batch (the book sums): D is then independent of the
+    batch size, which only rescales mu.
+    """
+    ce = F.cross_entropy(parent_logits, target)
+    grads = torch.autograd.grad(ce, list(arch), retain_graph=retain_graph)
+    return [-g for g in grads]
+
+
+def kl_parent_child(child_logits: Tensor, parent_logits: Tensor) -> Tensor:
+    """KL(p^P || p^C) of the softmax outputs, mean over the batch (the Child's -G, Eq. 4.32).
+
+    The Parent's distribution is the fixed target (detached): "binary weights are learned by
+    KL divergence" (§4.4.4). Zero exactly when the two output distributions are equal."""
+    log_q = F.log_softmax(child_logits, dim=1)
+    log_p = F.log_softmax(parent_logits.detach(), dim=1)
+    return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
+
+
+def distance(g: Tensor, t: Tensor, kind: str = "fnorm") -> Tensor:
+    """D(alpha_hat): distance between the Child's architecture gradient g and the Parent's
+    tangent t (Eq. 4.31; Table 4.4 compares the three). Both are flat vectors.
+
+    - ``fnorm``:  ||g - t||_F^2 (squared, so that dD/dg = 2 (g - t) as in Eq. 4.33)
+    - ``l1``:     ||g - t||_1
+    - ``cosine``: 1 - cos(g, t) (direction only; 0 for parallel vectors; 1 if either is 0)
+    Each is zero when g == t (for cosine: whenever g is a positive multiple of t).
+    """
+    if kind == "fnorm":
+        return (g - t).pow(2).sum()
+    if kind == "l1":
+        return (g - t).abs().sum()
+    if kind == "cosine":
+        # the eps keeps the gradient finite when one vector is zero
+        return 1.0 - (g * t).sum() / (g.norm() * t.norm()).clamp_min(1e-20)
+    raise ValueError(f"unknown distance {kind!r}; expected one of {', '.join(DISTANCES)}")
+
+
+def distance_and_direction(g: Tensor, t: Tensor, kind: str) -> tuple[Tensor, Tensor]:
+    """D(g, t) and dD/dg (the vector that the Hessian multiplies in Eq. 4.33).
+
+    g is tiny (224 numbers), so the derivative is taken by autograd on a detached copy rather
+    than by hand; for L1 this is the subgradient sign(g - t) (0 where g == t)."""
+    g = g.detach().requires_grad_(True)
+    with torch.enable_grad():
+        d = distance(g, t.detach(), kind)
+        (v,) = torch.autograd.grad(d, g)
+    return d.detach(), v
+
+
+# ------------------------------------------------------------------------------------------
+# Second-order term: d D / d alpha_hat = (d g / d alpha_hat)^T dD/dg = H_G(alpha_hat) v
+# ------------------------------------------------------------------------------------------
+def fisher_vector_product(child_logits: Tensor, arch: Tensors, v: Tensors, *,
+                          samples: int = 1, generator: torch.Generator | None = None,
+                          retain_graph: bool = True) -> list[Tensor]:
+    """GGN / Fisher approximation of H_G(alpha_hat) . v, with G = -KL(P || C) batch mean
+    (Eqs. 4.36-4.41): H_G ~ -F, F = E_x E_{k ~ p^C(x)} [g_k g_k^T], g_k = d log p^C_k / d alpha_hat.
+
+    For a softmax output the Fisher equals the Generalized Gauss-Newton matrix J^T (diag(q) -
+    q q^T) J exactly (J = d logits / d alpha_hat, q = p^C), and it is the Hessian of G wherever
+    the Child's distribution matches the Parent's (the residual term sum (p^P - q) d2 z vanishes).
+    Eq. 4.40 integrates over the model's own density, so the class k is drawn from the Child's
+    prediction (the "true" Fisher; the "empirical" Fisher with the Parent's soft targets would
+    vanish exactly when the Child fits the Parent, i.e. where the approximation should be best).
+
+    Estimator: for ``samples`` draws, one label k_n ~ q_n per example, r_n = e_{k_n} - q_n
+    (= d log q_{k_n} / d logits_n) and s = J^T r (one backward pass to alpha_hat only: the
+    weights get no gradient, so it costs less than a training backward); then
+    F v ~ mean_draws s (s . v) / B. E[r_n r_m^T] = [n == m] (diag(q_n) - q_n q_n^T), so the
+    estimate is unbiased for the batch Fisher *including* the coupling of the examples through
+    the train-mode BatchNorm statistics. (Splitting s into per-example parts with per-example
+    mixing weights would be rank-B instead of rank-1, but train-mode BN makes those parts depend
+    on the other examples: on the tiny test supernets they pointed ~60 degrees away from the
+    exact GGN even where GGN == Hessian, while this estimator converges to it.) No
+    Hessian-vector product: only first-order gradients, their outer product applied to v.
+
+    ``child_logits`` must still have its graph to ``arch`` (``retain_graph=True`` keeps it for a
+    later backward). Returns H_G v ~ -F v, shaped like ``arch``.
+    """
+    arch = list(arch)
+    q = torch.softmax(child_logits.detach().float(), dim=1)
+    b = q.shape[0]
+    v_flat = flat(v)
+    acc = torch.zeros_like(v_flat)
+    rows = torch.arange(b, device=q.device)
+    for i in range(samples):
+        k = torch.multinomial(q, 1, generator=generator).squeeze(1)
+        r = -q
+        r[rows, k] += 1.0
+        grads = torch.autograd.grad(child_logits, arch, grad_outputs=r.to(child_logits.dtype),
+                                    retain_graph=retain_graph or i < samples - 1)
+        s = flat(grads)
+        acc += s * (s @ v_flat)
+    return unflat(-acc / (b * samples), arch)
+
+
+def exact_hessian_vector_product(grads: Tensors, arch: Tensors, v: Tensors, *,
+                                 retain_graph: bool = False) -> list[Tensor]:
+    """H_G(alpha_hat) . v with the true Hessian: double backward through ``grads`` (which must
+    be d G / d alpha_hat computed with ``create_graph=True``). The reference that the GGN
+    approximation is checked against (``second_order="exact"``); about twice the cost of the
+    GGN step on the tiny supernets."""
+    return list(torch.autograd.grad(list(grads), list(arch), grad_outputs=list(v),
+                                    retain_graph=retain_graph))
+
+
+# ------------------------------------------------------------------------------------------
+# Decoupled optimization (Eqs. 4.43-4.53)
+# ------------------------------------------------------------------------------------------
+def psi_update(psi: Tensor, grad: Tensor, eta_psi: float) -> Tensor:
+    """psi~ <- | psi~ - eta_psi dL/dpsi~ | (Eq. 4.51): a projected gradient step that keeps the
+    learnable stand-in for the unsolvable coupling term psi (Eq. 4.50) non-negative."""
+    return (psi - eta_psi * grad).abs()
+
+
+def backtrack_mask(norms: Tensor, tau: float, op_mask: Tensor | None = None) -> Tensor:
+    """Which entries of alpha are backtracked (Eq. 4.52), from R(w_m) = ||w_m||^2 (Eq. 4.53).
+
+    ``norms``: (..., E, M) squared weight norms of every (edge, op) (``op_weight_norms``).
+    Eqs. 4.46-4.49 write alpha as E x M with w_m the weights of *operation* m and
+    R(w_m), m = 1..M; Eq. 4.52 then backtracks the whole column alpha_{:, m}. So per cell type
+    the M operations are ranked by R(w_m) = sum over edges of ||w_{e,m}||^2, and an operation
+    is backtracked on every edge if its normalised rank -- the fraction of the M operations
+    with a strictly smaller R -- is at least ``tau``. tau = 0.5 backtracks the top half;
+    parameter-free ops (R = 0) are never above any tau > 0. Masked ops (``op_mask`` == 0) are
+    left out of the ranking and never backtracked. The ranking uses only the weights, which are
+    identical on every rank of a distributed run, so every rank takes the same decision.
+    Returns a bool tensor shaped like ``norms``.
+    """
+    if op_mask is None:
+        op_mask = torch.ones_like(norms)
+    active = op_mask > 0
+    per_op = (norms * active).sum(dim=-2)                                 # (..., M)
+    m = per_op.shape[-1]
+    smaller = (per_op.unsqueeze(-1) > per_op.unsqueeze(-2)).sum(dim=-1)   # (..., M)
+    selected = (smaller.to(norms.dtype) / m) >= tau
+    if tau <= 0:
+        selected = torch.ones_like(selected)
+    return selected.unsqueeze(-2).expand_as(norms) & active
+
+
+def backtrack(alpha_new: Tensor, alpha_prev: Tensor, psi: Tensor, mask: Tensor,
+              eta: float) -> Tensor:
+    """alpha~^{t+1} = alpha^{t+1} + eta psi~ (Hadamard) alpha^t where ``mask`` holds, else
+    alpha^{t+1} unchanged (Eq. 4.52 with P(.) of Eq. 4.50; eta = eta_1 eta_2)."""
+    return torch.where(mask, alpha_new + eta * psi * alpha_prev, alpha_new)
+
+
+def psi_gradient(grad_alpha_tilde: Tensor, alpha_prev: Tensor, mask: Tensor,
+                 eta: float) -> Tensor:
+    """dL/dpsi~ by the chain rule through Eq. 4.52: eta * mask * alpha^t * dL/dalpha~^{t+1}.
+
+    alpha~^{t+1} is only used by the next step's forward, so the gradient is available one
+    step later, from the first architecture gradient evaluated at alpha~^{t+1}."""
+    return torch.where(mask, eta * alpha_prev * grad_alpha_tilde,
+                       torch.zeros_like(grad_alpha_tilde))
+
+
+class OpNormIndex:
+    """Precomputed (parameter -> (cell type, edge, op)) index for ``op_weight_norms``."""
+
+    def __init__(self, model: Supernet) -> None:
+        params: list[Tensor] = []
+        index: list[int] = []
+        n_edges, n_ops = model.alpha_normal.shape
+        for cell in model.cells:
+            base = (n_edges * n_ops) if cell.reduction else 0
+            for e, mixed in enumerate(cell.edges):
+                for k, op in enumerate(mixed.ops):
+                    for p in op.parameters():
+                        params.append(p)
+                        index.append(base + e * n_ops + k)
+        self.params = params
+        self.shape = (2, n_edges, n_ops)
+        self.index = torch.tensor(index, dtype=torch.long, device=model.alpha_normal.device)
+
+
+def op_weight_norms(model: Supernet, index: OpNormIndex | None = None) -> Tensor:
+    """R(w_{e,m}) = ||w_{e,m}||^2 summed over the cells of each type: a (2, E, M) tensor
+    (normal, reduce), equal to ``Supernet.op_weight_norms`` but computed on the device with a
+    few fused kernels and no host synchronisation (that method does one .item() per op)."""
+    index = index or OpNormIndex(model)
+    out = torch.zeros(index.shape, device=model.alpha_normal.device)
+    if not index.params:
+        return out
+    with torch.no_grad():
+        ps = [p.detach() for p in index.params]
+        if hasattr(torch, "_foreach_norm"):
+            norms = torch.stack(torch._foreach_norm(ps))
+        else:  # pragma: no cover - older torch
+            norms = torch.stack([torch.linalg.vector_norm(p) for p in ps])
+        out.view(-1).index_add_(0, index.index, norms.float().pow(2))
+    return out

@@ -1,0 +1,395 @@
+"""Train and evaluate an mmdet detector with a harness backbone; write ``metrics.json``.
+
+    run_detection("nas", config="downstream/configs/detection/faster-rcnn_harness_fpn_smoke.py",
+                  work_dir=Path("runs/detect/dcpnas/seed0"), data_root=Path("data/coco_smoke"),
+                  init_checkpoint=Path("runs/train/dcpnas/seed0/model.pt"), seed=0)
+
+or ``python -m downstream.detection.run --backbone nas --config ... --work-dir ... --data-root
+...`` (``--launcher pytorch`` under torchrun). Training, checkpointing, resuming (``resume=True``
+continues from the latest ``epoch_N.pth`` in ``work_dir`` after a kill) and distributed
+launch are mmengine's ``Runner``; the config is a plain mmdet config whose backbone is
+``type='HarnessBackbone'``. Before the Runner is built, the backbone is built once: a bad name,
+genotype or checkpoint fails there with one clear error, and its feature channels and strides
+fill the neck's ``in_channels``, the anchor generators' ``strides`` and the RoI extractor's
+``featmap_strides`` (a config cannot know a searched cell's widths in advance).
+
+Harness keys a config may set (all optional, ignored by mmengine): ``detector_name``,
+``dataset_name`` (labels in metrics.json) and ``neck_min_stride`` (FPN ``start_level`` becomes
+the first backbone level with at least that stride: RetinaNet's P3-P7 = 8).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from backbones.atomic import CheckpointError, atomic_write_json
+from backbones.genotypes import GenotypeError
+from backbones.registry import UnknownBackboneError
+
+METRICS_FILE = "metrics.json"
+TIME_FILE = "train_time.json"
+_DETECTORS = {"FasterRCNN": "faster_rcnn", "RetinaNet": "retinanet", "SingleStageDetector": "ssd",
+              "SSD": "ssd"}
+# errors with a message that says everything (the CLI prints them without a traceback)
+HARNESS_ERRORS = (UnknownBackboneError, CheckpointError, GenotypeError, FileNotFoundError)
+
+
+# --------------------------------------------------------------------------- resume under torch>=2.6
+def mmengine_checkpoint_globals() -> list[Any]:
+    """What mmengine's own checkpoints pickle besides tensors: exactly these are allow-listed for
+    ``torch.load(weights_only=True)`` while the Runner resumes (mmengine issue 1655).
+
+    - ``mmengine.logging.HistoryBuffer``: the message hub's smoothed log scalars;
+    - numpy arrays / scalars / dtypes inside those buffers and the runtime info.
+    """
+    import numpy as np
+    from mmengine.logging import HistoryBuffer
+
+    try:
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct, scalar  # type: ignore[no-redef]
+    dtype_classes = [type(np.dtype(t)) for t in
+                     ("float64", "float32", "float16", "int64", "int32", "int16", "int8",
+                      "uint8", "bool")]
+    return [HistoryBuffer, np.ndarray, np.dtype, _reconstruct, scalar, *dtype_classes]
+
+
+@contextlib.contextmanager
+def mmengine_safe_globals() -> Iterator[None]:
+    """Scope the allow-list to the run: ``weights_only=True`` stays the default everywhere."""
+    allowed = mmengine_checkpoint_globals()
+    scoped = getattr(torch.serialization, "safe_globals", None)
+    if scoped is not None:
+        with scoped(allowed):
+            yield
+    else:  # torch < 2.5 has no scoped variant (and defaults to weights_only=False anyway)
+        yield
+
+
+# --------------------------------------------------------------------------- config filling
+def _walk(node: Any) -> Iterator[dict]:
+    """Every dict (mmengine ConfigDict included) inside a config node, depth first."""
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from _walk(v)
+    elif isinstance(node, (list, tuple)):
+        for v in node:
+            yield from _walk(v)
+
+
+def rebase_data_root(cfg: Any, data_root: Path) -> None:
+    """Point every dataset ``data_root`` and evaluator ``ann_file`` of ``cfg`` at ``data_root``.
+
+    mmdet base configs bake ``data_root`` into strings when they are parsed, so the old root
+    (``cfg.data_root``) is replaced wherever it prefixes a path.
+    """
+    new = str(data_root).rstrip("/") + "/"
+    old = cfg.get("data_root")
+    old = None if old is None else str(old)
+    for key in ("train_dataloader", "val_dataloader", "test_dataloader", "val_evaluator",
+                "test_evaluator"):
+        for d in _walk(cfg.get(key)):
+            if "data_root" in d:
+                d["data_root"] = new
+            for k in ("ann_file", "outfile_prefix"):
+                v = d.get(k)
+                if isinstance(v, str) and old and v.startswith(old):
+                    d[k] = new + v[len(old):].lstrip("/")
+    cfg.data_root = new
+
+
+def _level_strides(strides: Sequence[int], neck: Mapping[str, Any]) -> list[int]:
+    start = int(neck.get("start_level", 0))
+    end = int(neck.get("end_level", -1))
+    used = list(strides[start:] if end == -1 else strides[start:end + 1])
+    n = int(neck.get("num_outs", len(used)))
+    while len(used) < n:
+        used.append(used[-1] * 2)
+    return used[:n]
+
+
+def fill_from_backbone(cfg: Any, out_channels: Sequence[int], strides: Sequence[int]) -> dict:
+    """Fill the neck channels and the heads' strides from the probed backbone."""
+    model = cfg.model
+    neck = model.get("neck")
+    level_strides = list(strides)
+    if neck is not None:
+        if isinstance(neck, (list, tuple)):
+            raise ValueError("a list of necks is not supported by run_detection")
+        neck.in_channels = list(out_channels)
+        min_stride = cfg.get("neck_min_stride")
+        if min_stride:
+            ok = [i for i, s in enumerate(strides) if s >= int(min_stride)]
+            neck.start_level = ok[0] if ok else len(strides) - 1
+        if neck.get("type") == "FPN":
+            level_strides = _level_strides(strides, neck)
+    for d in _walk(model):
+        gen = d.get("anchor_generator")
+        if isinstance(gen, dict) and "strides" in gen:
+            gen["strides"] = list(level_strides)  # one per neck output
+        ext = d.get("bbox_roi_extractor")
+        if isinstance(ext, dict) and "featmap_strides" in ext:
+            ext["featmap_strides"] = list(level_strides[:len(ext["featmap_strides"])])
+    return {"out_channels": list(out_channels), "strides": list(strides),
+            "level_strides": level_strides}
+
+
+# --------------------------------------------------------------------------- hooks
+def _make_hook(work_dir: Path) -> Any:
+    from mmengine.dist import is_main_process
+    from mmengine.hooks import Hook
+
+    class HarnessRunHook(Hook):
+        """Cumulative training seconds per finished epoch (kept across resumes) and the
+        validation metrics of each epoch."""
+
+        priority = "VERY_LOW"
+
+        def __init__(self) -> None:
+            self.path = work_dir / TIME_FILE
+            self.record: dict[str, float] = {}
+            self.base = 0.0
+            self.t0 = time.perf_counter()
+            self.val: dict[int, dict] = {}
+            self.max_epochs: int | None = None
+
+        def before_train(self, runner) -> None:
+            if self.path.is_file():
+                with contextlib.suppress(OSError, ValueError):
+                    self.record = {str(k): float(v) for k, v in
+                                   json.loads(self.path.read_text()).items()}
+            self.base = self.record.get(str(runner.epoch), 0.0)
+            self.t0 = time.perf_counter()
+
+        def after_train_epoch(self, runner) -> None:
+            self.record[str(runner.epoch + 1)] = self.base + time.perf_counter() - self.t0
+            if is_main_process():
+                atomic_write_json(self.path, self.record)
+
+        def after_val_epoch(self, runner, metrics=None) -> None:
+            if metrics is not None:
+                self.val[runner.epoch] = dict(metrics)
+
+        def train_seconds(self, epoch: int) -> float:
+            return float(self.record.get(str(epoch), self.base + time.perf_counter() - self.t0))
+
+    return HarnessRunHook()
+
+
+# --------------------------------------------------------------------------- metrics
+def _pct(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return None if v < 0 else round(100.0 * v, 2)  # pycocotools: -1 = undefined
+
+
+def extract_bbox_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """bbox_mAP / bbox_mAP_50 in percent from CocoMetric (``coco/bbox_mAP*``, 0-1), or from
+    VOCMetric (``pascal_voc/mAP`` is AP at IoU 0.5: bbox_mAP_50, bbox_mAP is None)."""
+    if "coco/bbox_mAP" in metrics:
+        return {"bbox_mAP": _pct(metrics["coco/bbox_mAP"]),
+                "bbox_mAP_50": _pct(metrics.get("coco/bbox_mAP_50")), "metric": "coco"}
+    if "pascal_voc/mAP" in metrics:
+        return {"bbox_mAP": None, "bbox_mAP_50": _pct(metrics["pascal_voc/mAP"]),
+                "metric": "voc"}
+    # CocoMetric logs "The testing results of the whole dataset is empty" and returns no
+    # bbox keys when the detector predicted nothing at all: that is an mAP of 0
+    return {"bbox_mAP": 0.0, "bbox_mAP_50": 0.0, "metric": "coco (no detections)"}
+
+
+def _device(model: torch.nn.Module) -> tuple[str, str]:
+    try:
+        dev = next(model.parameters()).device
+    except StopIteration:
+        dev = torch.device("cpu")
+    if dev.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(dev)})", "gpu"
+    return dev.type, "cpu" if dev.type == "cpu" else "gpu"
+
+
+def _label(backbone: str) -> str:
+    return backbone.rsplit(":", 1)[-1] if ":" in backbone else backbone
+
+
+# --------------------------------------------------------------------------- the entry point
+def load_detection_config(config: str | os.PathLike[str], backbone: str, *, data_root: Path,
+                          work_dir: Path, backbone_kwargs: Mapping[str, Any] | None = None,
+                          init_checkpoint: Path | None = None, max_epochs: int | None = None,
+                          seed: int = 0, launcher: str = "none", resume: bool = True,
+                          cfg_options: Mapping[str, Any] | None = None,
+                          load_checkpoint: bool = True) -> tuple[Any, dict]:
+    """The filled mmengine Config (and the probed backbone info) ``run_detection`` trains."""
+    from mmengine.config import Config
+
+    import downstream.detection.mmdet_backbone  # noqa: F401 - registers HarnessBackbone
+    from downstream.detection.mmdet_backbone import harness_backbone_info
+
+    config = Path(config)
+    if not config.is_file():
+        raise FileNotFoundError(f"detection config {config} not found")
+    cfg = Config.fromfile(str(config))
+    if cfg_options:
+        cfg.merge_from_dict(dict(cfg_options))
+    bb = cfg.model.backbone
+    if bb.get("type") != "HarnessBackbone":
+        raise ValueError(f"{config}: model.backbone.type is {bb.get('type')!r}, expected "
+                         f"'HarnessBackbone'")
+    bb.backbone = backbone
+    merged = dict(bb.get("backbone_kwargs") or {})
+    merged.update(backbone_kwargs or {})
+    bb.backbone_kwargs = merged
+    if init_checkpoint is not None:
+        bb.init_checkpoint = str(init_checkpoint)
+    info = harness_backbone_info(bb, load_checkpoint=load_checkpoint)
+    filled = fill_from_backbone(cfg, info.out_channels, info.strides)
+    rebase_data_root(cfg, Path(data_root))
+    if max_epochs is not None:
+        cfg.train_cfg.max_epochs = int(max_epochs)
+    cfg.work_dir = str(work_dir)
+    cfg.launcher = launcher
+    cfg.resume = bool(resume)
+    cfg.load_from = None
+    cfg.randomness = dict(seed=int(seed), deterministic=False)
+    return cfg, filled
+
+
+def run_detection(backbone: str, *, config: str | os.PathLike[str], work_dir: Path,
+                  data_root: Path, backbone_kwargs: dict | None = None,
+                  init_checkpoint: Path | None = None, max_epochs: int | None = None,
+                  seed: int = 0, launcher: str = "none", resume: bool = True,
+                  cfg_options: dict | None = None, method: str | None = None,
+                  profile: str = "smoke") -> dict:
+    """Train + evaluate; returns the metrics and writes them atomically to work_dir/metrics.json.
+
+    ``backbone`` is a registry name or ``module:function``; ``backbone_kwargs`` override the
+    config's (and, for a checkpoint of the same backbone, the checkpoint's ``arch.kwargs``).
+    """
+    from mmengine.dist import is_main_process
+    from mmengine.runner import Runner
+    from mmdet.utils import register_all_modules
+
+    register_all_modules(init_default_scope=False)
+    work_dir = Path(work_dir)
+    cfg, filled = load_detection_config(
+        config, backbone, data_root=data_root, work_dir=work_dir,
+        backbone_kwargs=backbone_kwargs, init_checkpoint=init_checkpoint,
+        max_epochs=max_epochs, seed=seed, launcher=launcher, resume=resume,
+        cfg_options=cfg_options)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    runner = Runner.from_cfg(cfg)
+    hook = _make_hook(work_dir)
+    runner.register_hook(hook)
+    t0 = time.perf_counter()
+    with mmengine_safe_globals():
+        runner.train()
+        max_ep = int(runner.train_loop.max_epochs)
+        metrics = hook.val.get(max_ep)
+        if metrics is None:  # resumed after the last epoch, or val_interval skipped it
+            metrics = dict(runner.val())
+    wall = time.perf_counter() - t0
+    device, kind = _device(runner.model)
+    train_dataset = cfg.train_dataloader.dataset
+    while "dataset" in train_dataset:  # RepeatDataset / ClassBalancedDataset wrappers
+        train_dataset = train_dataset.dataset
+    result: dict[str, Any] = {
+        "stage": "detect",
+        "method": method or _label(backbone),
+        "seed": int(seed),
+        "detector": cfg.get("detector_name") or _DETECTORS.get(cfg.model.type,
+                                                               str(cfg.model.type).lower()),
+        "dataset": cfg.get("dataset_name") or str(train_dataset.get("type", "unknown")),
+        **extract_bbox_metrics(metrics),
+        "train_seconds": round(hook.train_seconds(max_ep), 2),
+        "wall_seconds": round(wall, 2),
+        "device": device,
+        "device_kind": kind,
+        "profile": profile,
+        "epochs": max_ep,
+        "backbone": backbone,
+        "backbone_kwargs": _jsonable(cfg.model.backbone.backbone_kwargs),
+        "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint),
+        "config": str(config),
+        **filled,
+        "raw_metrics": {k: v for k, v in ((k, _jsonable(v)) for k, v in metrics.items())
+                        if isinstance(v, (int, float, str)) or v is None},
+    }
+    if is_main_process():
+        atomic_write_json(work_dir / METRICS_FILE, result)
+    return result
+
+
+def _jsonable(obj: Any) -> Any:
+    try:
+        return json.loads(json.dumps(obj, default=lambda o: o.to_dict()
+                                     if hasattr(o, "to_dict") else str(o)))
+    except (TypeError, ValueError):
+        return str(obj)
+
+
+# --------------------------------------------------------------------------- CLI
+def _kv(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m downstream.detection.run",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--backbone", required=True, help="registry name or module:function")
+    p.add_argument("--config", required=True, type=Path)
+    p.add_argument("--work-dir", required=True, type=Path)
+    p.add_argument("--data-root", required=True, type=Path)
+    p.add_argument("--backbone-kwargs", type=json.loads, default=None,
+                   help='JSON object, e.g. \'{"genotype": "g.json", "C": 8}\'')
+    p.add_argument("--init-checkpoint", type=Path, default=None)
+    p.add_argument("--max-epochs", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm", "mpi"])
+    p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--method", default=None)
+    p.add_argument("--profile", default="smoke")
+    p.add_argument("--cfg-options", nargs="*", type=_kv, default=[],
+                   help="mmengine overrides key=value (value parsed as JSON when possible)")
+    p.add_argument("--smoke-data", action="store_true",
+                   help="generate (or reuse) the COCO-format smoke set under --data-root")
+    p.add_argument("--local-rank", "--local_rank", type=int, default=None,
+                   help=argparse.SUPPRESS)  # torch.distributed.launch compatibility
+    args = p.parse_args(argv)
+    try:
+        if args.smoke_data:
+            from downstream.detection.smoke_data import generate_coco_smoke
+            generate_coco_smoke(args.data_root)
+        result = run_detection(
+            args.backbone, config=args.config, work_dir=args.work_dir, data_root=args.data_root,
+            backbone_kwargs=args.backbone_kwargs, init_checkpoint=args.init_checkpoint,
+            max_epochs=args.max_epochs, seed=args.seed, launcher=args.launcher,
+            resume=not args.no_resume, cfg_options=dict(args.cfg_options) or None,
+            method=args.method, profile=args.profile)
+    except HARNESS_ERRORS as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: result[k] for k in ("method", "detector", "dataset", "bbox_mAP",
+                                             "bbox_mAP_50", "train_seconds", "device")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,154 @@
+"""`harness` command line: prepare, search, train, transfer, report, list.
+
+Every subcommand reads params.yaml (``--params``) and its active profile (``--profile``
+overrides the file's ``profile`` key). Known input errors print one line naming the file or
+key and exit with status 2, instead of a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+console = Console(stderr=True)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from backbones.atomic import CheckpointError
+    from backbones.genotypes import GenotypeError
+    from backbones.registry import UnknownBackboneError
+    from backbones.search.base import UnknownMethodError
+    from harness.config import ConfigError
+    from harness.data import DatasetError
+    from harness.engine import NonFiniteLossError
+    from harness.stages.common import OutputError
+    errors: list[type[BaseException]] = [CheckpointError, GenotypeError, UnknownBackboneError,
+                                         UnknownMethodError, ConfigError, DatasetError,
+                                         NonFiniteLossError, OutputError]
+    try:
+        from harness.report import ReportError
+        errors.append(ReportError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _params(args: argparse.Namespace):
+    from harness.config import load_params
+    return load_params(args.params, args.profile)
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from harness.stages.prepare import run_prepare
+    run_prepare(_params(args), seed=args.seed, console=console)
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from harness.stages.search import run_search
+    m = run_search(_params(args), args.method, args.seed, console=console)
+    if _is_main():
+        console.print(f"[green]search {m['run']} seed {args.seed}: {m['search_seconds']:.1f} s "
+                      f"on {m['device']}; genotype written")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from harness.stages.train import run_train
+    m = run_train(_params(args), args.run, args.seed,
+                  genotype_path=Path(args.genotype) if args.genotype else None, console=console)
+    if _is_main():
+        console.print(f"[green]train {args.run} seed {args.seed}: top-1 {m['top1']:.2f}% "
+                      f"top-5 {m['top5']:.2f}%, {m['params_m']:.3f} M params, "
+                      f"{m['ops_m']:.2f} M OPs, {m['memory_mbit']:.2f} Mbit")
+
+
+def cmd_transfer(args: argparse.Namespace) -> None:
+    from harness.stages.transfer import run_transfer
+    run_transfer(_params(args), task=args.task, backbone=args.backbone, seed=args.seed,
+                 checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+                 out_dir=Path(args.out) if args.out else None, console=console)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from harness.report import build_report
+    params = _params(args)
+    runs = Path(args.runs or params.paths.runs)
+    out = Path(args.out or Path(params.paths.results) / "report")
+    build_report(runs, out, console=Console())
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from backbones.registry import _ensure_builtin_registered, list_backbones
+    from backbones.search.base import list_search_methods
+    _ensure_builtin_registered()
+    out = Console()
+    out.print("[bold]search methods:[/] " + ", ".join(list_search_methods()))
+    out.print("[bold]backbones:[/] " + ", ".join(list_backbones())
+              + ", or 'package.module:function'")
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    p.add_argument("--params", default="params.yaml", help="parameters file (default: %(default)s)")
+    p.add_argument("--profile", default=None, help="profile to use instead of params' `profile`")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("prepare", help="generate the smoke data sets / check the real ones")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_prepare)
+
+    s = sub.add_parser("search", help="search a 1-bit cell with one method")
+    s.add_argument("--method", required=True, help="search method (see `harness list`) or the "
+                   "name of an ablation in params.yaml (a method with changed settings)")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_search)
+
+    s = sub.add_parser("train", help="retrain the 1-bit network of a searched genotype")
+    s.add_argument("--run", required=True, help="search run name (method or ablation name), "
+                   "or a registered backbone (e.g. bireal_resnet18) to train as a reference")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--genotype", default=None, help="genotype JSON (default: the search run's)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("transfer", help="detection / re-ID transfer of a backbone")
+    s.add_argument("--task", required=True, choices=["detection", "reid"])
+    s.add_argument("--backbone", required=True,
+                   help="a search run name (uses its retrained network), a registered "
+                        "backbone name, or 'package.module:function'")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--checkpoint", default=None, help="classification checkpoint to start from")
+    s.add_argument("--out", default=None, help="output folder (default runs/<task>/<name>/seed<k>)")
+    s.set_defaults(func=cmd_transfer)
+
+    s = sub.add_parser("report", help="tables, plots and REPORT.md from the metrics files")
+    s.add_argument("--runs", default=None, help="runs folder (default: paths.runs)")
+    s.add_argument("--out", default=None, help="output folder (default: <paths.results>/report)")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("list", help="list search methods and backbones")
+    s.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except _user_errors() as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        return 2
+    finally:
+        from harness.dist_utils import shutdown
+        shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""PNG plots of the reproduction report (matplotlib, Agg; no pyplot global state).
+
+One figure per (dataset, profile) group:
+  top1_vs_search_cost_<dataset>_<profile>_<unit>.png  top-1 vs search cost per method
+  top1_vs_ops_<dataset>_<profile>.png                 top-1 vs OPs per method
+  ablation_tangent_lr_<dataset>_<profile>.png         Table 4.2 (measured bars + paper markers)
+  ablation_distance_<dataset>_<profile>.png           Table 4.4 (measured bars + paper markers)
+A plot without data is skipped (logged, no file). Error bars (sample std) when n >= 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # harmless if already Agg; figures below never touch pyplot
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+import pandas as pd  # noqa: E402
+
+from harness import claims as C  # noqa: E402
+from harness.claims import Stats, seed_stats  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+PLOT_PREFIXES = ("top1_vs_search_cost_", "top1_vs_ops_", "ablation_tangent_lr_", "ablation_distance_")
+_PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
+            "#7f7f7f", "#bcbd22", "#17becf"]
+
+
+@dataclass
+class PlotInfo:
+    name: str
+    path: Path
+    title: str
+
+
+def _color(method: str) -> str:
+    # stable across processes (str hash is salted): order index, else a checksum of the name
+    i = C.METHOD_ORDER.index(method) if method in C.METHOD_ORDER else sum(map(ord, method))
+    return _PALETTE[i % len(_PALETTE)]
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.\-]+", "-", str(s)).strip("-").lower()
+
+
+def _subtitle(profile: str) -> str:
+    if profile == "smoke":
+        return " (synthetic smoke data: not comparable with the papers)"
+    return ""
+
+
+def _err(s: Stats):
+    return s.std if s.n >= 2 else None
+
+
+def _save(fig: Figure, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _scatter_legend(ax) -> None:
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
+              borderaxespad=0.0)
+
+
+def _top1_vs_search_cost(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Path) -> list[PlotInfo]:
+    from harness.report import search_rows_for
+
+    train = C.main_rows(metrics[metrics["stage"] == "train"])
+    search = metrics[metrics["stage"] == "search"]
+    if train.empty or search.empty:
+        log.info("skipping plot top1_vs_search_cost: no %s metrics", "train" if train.empty else "search")
+        return []
+    out = []
+    for (dataset, profile), g in sorted(train.groupby(["dataset", "profile"]),
+                                        key=lambda kv: (kv[0][0], C.profile_sort_key(kv[0][1]))):
+        by_unit: dict[str, list] = {}
+        for method, gm in sorted(g.groupby("method"), key=lambda kv: C.method_sort_key(kv[0])):
+            srows, _ = search_rows_for(search, method, "", dataset, profile, gm["seed"])
+            for unit, su in srows.groupby("search_cost_unit"):
+                tr = gm[gm["seed"].isin(su["seed"])]
+                by_unit.setdefault(unit, []).append(
+                    (method, seed_stats(su["search_cost_value"]), seed_stats(tr["top1"])))
+        if not by_unit:
+            log.info("skipping plot top1_vs_search_cost for %s/%s: no matching search metrics",
+                     dataset, profile)
+            continue
+        for unit, pts in sorted(by_unit.items()):
+            fig = Figure(figsize=(7.5, 4.6))
+            ax = fig.add_subplot(111)
+            for method, x, y in pts:
+                ax.errorbar(x.mean, y.mean, xerr=_err(x), yerr=_err(y), fmt="o", ms=7, capsize=4,
+                            color=_color(method), label=f"{C.method_label(method)} (n={y.n})")
+            lab = C.dataset_label(dataset)
+            if unit == "GPU-days" and profile != "smoke" and lab:
+                cost = C.paper_rows(paper, metric="search_cost", dataset=lab)
+                cost = cost[cost["unit"] == "GPU-days"]
+                for _, r in cost.iterrows():
+                    acc = C.paper_rows(paper, method=r["method"], metric=("top1",),
+                                       settings=C.HEADLINE_SETTINGS, dataset=lab)
+                    acc = acc[acc["paper"] == r["paper"]]
+                    if acc.empty:
+                        continue
+                    ax.plot(float(r["value"]), float(acc.iloc[0]["value"]), marker="*", ms=14,
+                            ls="none", mfc="none", mec=_color(r["method"]), mew=1.5,
+                            label=f"paper: {C.method_label(r['method'])} ({r['paper']})")
+            ax.set_xlabel(f"search cost ({unit})")
+            ax.set_ylabel("top-1 accuracy (%)")
+            title = f"Top-1 vs search cost — {dataset}, profile {profile}"
+            ax.set_title(title + _subtitle(profile), fontsize=10)
+            ax.grid(alpha=0.3)
+            ax.margins(x=0.15, y=0.15)
+            _scatter_legend(ax)
+            name = f"top1_vs_search_cost_{_slug(dataset)}_{_slug(profile)}_{_slug(unit)}"
+            path = plots_dir / f"{name}.png"
+            _save(fig, path)
+            out.append(PlotInfo(name, path, f"{title} ({unit})"))
+    return out
+
+
+def _top1_vs_ops(metrics: pd.DataFrame, plots_dir: Path) -> list[PlotInfo]:
+    train = C.main_rows(metrics[metrics["stage"] == "train"])
+    if train.empty:
+        log.info("skipping plot top1_vs_ops: no train metrics")
+        return []
+    out = []
+    for (dataset, profile), g in sorted(train.groupby(["dataset", "profile"]),
+                                        key=lambda kv: (kv[0][0], C.profile_sort_key(kv[0][1]))):
+        fig = Figure(figsize=(7.5, 4.6))
+        ax = fig.add_subplot(111)
+        for method, gm in sorted(g.groupby("method"), key=lambda kv: C.method_sort_key(kv[0])):
+            x, y = seed_stats(gm["ops_m"]), seed_stats(gm["top1"])
+            ax.errorbar(x.mean, y.mean, xerr=_err(x), yerr=_err(y), fmt="o", ms=7, capsize=4,
+                        color=_color(method), label=f"{C.method_label(method)} (n={y.n})")
+        ax.set_xlabel("OPs (M) = FLOPs + BOPs / 64")
+        ax.set_ylabel("top-1 accuracy (%)")
+        title = f"Top-1 vs OPs — {dataset}, profile {profile}"
+        ax.set_title(title + _subtitle(profile), fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.margins(x=0.15, y=0.15)
+        _scatter_legend(ax)
+        name = f"top1_vs_ops_{_slug(dataset)}_{_slug(profile)}"
+        path = plots_dir / f"{name}.png"
+        _save(fig, path)
+        out.append(PlotInfo(name, path, title))
+    return out
+
+
+def _bar_panel(ax, labels, cells, metric, paper_vals, paper_label, amb_vals, amb_label):
+    """Measured bars (with std error bars) + paper markers on one axis."""
+    xs = list(range(len(labels)))
+    for i, cell in enumerate(cells):
+        s = cell.stats(metric)
+        if s.n == 0:
+            ax.text(i, 2, "not run", ha="center", va="bottom", fontsize=8, color="0.4", rotation=90)
+            continue
+        hatch = "//" if cell.source == C.MAIN_RUN_NOTE else None
+        ax.bar(i, s.mean, width=0.6, color="#4c72b0", alpha=0.85, hatch=hatch, edgecolor="white",
+               yerr=_err(s), capsize=4, ecolor="black")
+        ax.text(i, s.mean + (s.std if s.n >= 2 else 0) + 1.5, f"{s.mean:.1f}", ha="center",
+                va="bottom", fontsize=8)
+    px = [i for i, v in enumerate(paper_vals) if v is not None]
+    if px:
+        ax.plot(px, [paper_vals[i] for i in px], ls="none", marker="D", ms=7, color="#c44e52",
+                label=paper_label)
+    ax_amb = [(i, v) for i, vs in enumerate(amb_vals) for v in vs]
+    if ax_amb:
+        ax.plot([i for i, _ in ax_amb], [v for _, v in ax_amb], ls="none", marker="x", ms=8,
+                mew=1.8, color="#dd8452", label=amb_label)
+    ax.set_xticks(xs)
+    ax.set_xticklabels(labels, fontsize=9)
+    ax.set_ylim(0, 105)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _measured_handles(any_main: bool):
+    from matplotlib.patches import Patch
+
+    hs = [Patch(facecolor="#4c72b0", alpha=0.85, label="measured (mean ± std over seeds)")]
+    if any_main:
+        hs.append(Patch(facecolor="#4c72b0", alpha=0.85, hatch="//", edgecolor="white",
+                        label=f"measured: {C.MAIN_RUN_NOTE}"))
+    return hs
+
+
+def _finish_bar_fig(fig, axes, title, any_main):
+    handles = _measured_handles(any_main)
+    seen = {h.get_label() for h in handles}
+    for ax in axes:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in seen:
+                handles.append(h)
+                seen.add(lab)
+    fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(bottom=0.24, wspace=0.25, top=0.86)
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False,
+               bbox_to_anchor=(0.5, 0.0))
+
+
+def _ablation_tangent_lr(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Path) -> list[PlotInfo]:
+    groups = C.tangent_lr_cells(metrics[metrics["stage"] == "train"])
+    if not groups:
+        log.info("skipping plot ablation_tangent_lr: no Table 4.2 ablation train runs")
+        return []
+    settings = {(False, False): C.SETTING_L_NONE, (True, True): C.SETTING_L_FULL}
+    out = []
+    for (dataset, profile), cells in groups.items():
+        keys = list(C.TANGENT_LR_CELLS)
+        labels = [C.TANGENT_LR_LABELS[k].replace(" + ", " +\n") for k in keys]
+        fig = Figure(figsize=(9.5, 4.8))
+        axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
+        pds = "ImageNet"
+        for ax, metric, mlabel in zip(axes, ("top1", "top5"), ("top-1", "top-5")):
+            pv, amb = [], []
+            for k in keys:
+                if k in settings:
+                    r = C.paper_rows(paper, method="dcpnas", metric=metric, settings=[settings[k]])
+                    pv.append(float(r.iloc[0]["value"]) if not r.empty else None)
+                    if not r.empty:
+                        pds = r.iloc[0]["dataset"]
+                    amb.append([])
+                else:
+                    r = C.paper_rows(paper, method="dcpnas", metric=metric, settings=[C.SETTING_L_ONE])
+                    pv.append(None)
+                    amb.append([float(v) for v in r["value"]])
+            amb_vals = sorted({v for vs in amb for v in vs})
+            _bar_panel(ax, labels, [cells[k] for k in keys], metric, pv,
+                       f"paper ({pds}, DCP-NAS-L, Table 4.2)", amb,
+                       f"paper {' / '.join(f'{v:g}' for v in amb_vals)} ({pds}): ambiguous which "
+                       "single-component cell is which")
+            ax.set_ylabel(f"{mlabel} accuracy (%)")
+            ax.set_title(mlabel, fontsize=9)
+            ax.set_xlabel("components used in the search")
+        title = (f"Ablation, Table 4.2 (tangent constraint × L_R) — {dataset}, profile {profile}"
+                 + _subtitle(profile))
+        any_main = any(c.source == C.MAIN_RUN_NOTE for c in cells.values())
+        _finish_bar_fig(fig, axes, title, any_main)
+        name = f"ablation_tangent_lr_{_slug(dataset)}_{_slug(profile)}"
+        path = plots_dir / f"{name}.png"
+        _save(fig, path)
+        out.append(PlotInfo(name, path, f"Table 4.2 ablation — {dataset}, profile {profile}"))
+    return out
+
+
+def _ablation_distance(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Path) -> list[PlotInfo]:
+    groups = C.distance_cells(metrics[metrics["stage"] == "train"])
+    if not groups:
+        log.info("skipping plot ablation_distance: no Table 4.4 ablation train runs")
+        return []
+    out = []
+    for (dataset, profile), cells in groups.items():
+        labels = [C.DISTANCE_LABELS[d] for d in C.DISTANCES]
+        fig = Figure(figsize=(9.0, 4.6))
+        axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
+        pds = "ImageNet"
+        for ax, metric, mlabel in zip(axes, ("top1", "top5"), ("top-1", "top-5")):
+            pv = []
+            for d in C.DISTANCES:
+                r = C.paper_rows(paper, method="dcpnas", metric=metric, settings=[C.DISTANCE_SETTINGS[d]])
+                pv.append(float(r.iloc[0]["value"]) if not r.empty else None)
+                if not r.empty:
+                    pds = r.iloc[0]["dataset"]
+            _bar_panel(ax, labels, [cells[d] for d in C.DISTANCES], metric, pv,
+                       f"paper ({pds}, DCP-NAS-S, Table 4.4)", [[] for _ in pv], "")
+            ax.set_ylabel(f"{mlabel} accuracy (%)")
+            ax.set_title(mlabel, fontsize=9)
+            ax.set_xlabel("distance D (Child gradient vs Parent tangent)")
+        title = f"Ablation, Table 4.4 (distance D) — {dataset}, profile {profile}" + _subtitle(profile)
+        any_main = any(c.source == C.MAIN_RUN_NOTE for c in cells.values())
+        _finish_bar_fig(fig, axes, title, any_main)
+        name = f"ablation_distance_{_slug(dataset)}_{_slug(profile)}"
+        path = plots_dir / f"{name}.png"
+        _save(fig, path)
+        out.append(PlotInfo(name, path, f"Table 4.4 ablation — {dataset}, profile {profile}"))
+    return out
+
+
+def make_plots(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Path) -> list[PlotInfo]:
+    """Write every plot that has data into ``plots_dir``; remove stale plots of ours."""
+    plots_dir = Path(plots_dir)
+    out: list[PlotInfo] = []
+    out += _top1_vs_search_cost(metrics, paper, plots_dir)
+    out += _ablation_tangent_lr(metrics, paper, plots_dir)
+    out += _ablation_distance(metrics, paper, plots_dir)
+    out += _top1_vs_ops(metrics, plots_dir)
+    written = {p.path.name for p in out}
+    if plots_dir.is_dir():
+        for f in plots_dir.glob("*.png"):
+            if f.name.startswith(PLOT_PREFIXES) and f.name not in written:
+                log.info("removing stale plot %s", f)
+                f.unlink()
+    for p in out:
+        log.info("wrote plot %s", p.path)
+    return out

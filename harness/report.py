@@ -1,0 +1,850 @@
+"""Reproduction report: tables, plots and claim verdicts from the pipeline's metrics files.
+
+The report is built from the ``metrics.json`` files under a runs directory alone (found
+recursively) plus the reference numbers in ``results/paper_numbers.csv``. It reads JSON
+only and never imports torch.
+
+Public API
+----------
+``load_metrics(runs_dir) -> DataFrame``        one validated row per metrics file (``path`` column)
+``load_paper_numbers(path=None) -> DataFrame`` the paper reference numbers
+``build_report(runs_dir, out_dir, console=None) -> dict[str, DataFrame]``
+                                               writes ``<table>.md``/``.csv``, ``plots/*.png``,
+                                               ``REPORT.md`` (atomically) and prints rich tables
+``ReportError``                                 raised for invalid / missing inputs
+
+Metrics schema (required keys; ``number`` = JSON int or float, finite, not bool)
+------------------------------------------------------------------------------
+all stages: stage (search|train|detect|reid), method (str), seed (int), profile
+    (smoke|real-subset|paper), dataset (str), device (str), device_kind (cpu|gpu);
+    optional ablation: null or an object with a string ``table``; table "4.2" needs bools
+    ``tangent`` and ``recon``; table "4.4" needs ``distance`` (fnorm|l1|cosine, a few
+    aliases such as "f-norm"/"frobenius"/"cos" are normalised).
+search: search_seconds, search_cost_value, peak_memory_mb, epochs (numbers),
+    search_cost_unit (CPU-hours|GPU-days, must match device_kind), genotype (str);
+    optional supernet_top1 (number, %).
+train: top1, top5, params_m, flops_m, bops_m, ops_m, memory_mbit, train_seconds,
+    train_cost_value, epochs (numbers), train_cost_unit (CPU-hours|GPU-days, must match
+    device_kind); optional size ("S"|"L": DCP-NAS-S / DCP-NAS-L, used by the claims).
+detect: detector (faster_rcnn|retinanet|ssd), bbox_mAP, bbox_mAP_50 (numbers, 0-100).
+reid: loss (softmax|softmax_triplet), mAP, rank1, rank5, rank10 (numbers, 0-100).
+Percent keys must lie in [0, 100]; all other numbers must be >= 0. Extra keys are kept.
+Two files describing the same run (stage, method, seed, ablation, dataset, profile, and
+detector / loss) are an error too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness import claims as C
+from harness.claims import Stats, fmt_num, fmt_stats, seed_stats
+
+log = logging.getLogger(__name__)
+
+PAPER_NUMBERS_CSV = "paper_numbers.csv"
+PAPER_COLUMNS = ["paper", "method", "dataset", "table", "setting", "metric", "value", "unit", "source"]
+PAPER_METRICS = {"top1", "top5", "top1_error", "search_cost", "memory", "search_speedup_vs_prior_art"}
+
+STAGES = ("search", "train", "detect", "reid")
+PROFILES = ("smoke", "real-subset", "paper")
+COST_UNITS = {"cpu": "CPU-hours", "gpu": "GPU-days"}
+
+STR, INT, NUM, BOOL = "string", "integer", "number", "boolean"
+COMMON_REQUIRED = {"stage": STR, "method": STR, "seed": INT, "profile": STR, "dataset": STR,
+                   "device": STR, "device_kind": STR}
+STAGE_REQUIRED = {
+    "search": {"search_seconds": NUM, "search_cost_value": NUM, "search_cost_unit": STR,
+               "peak_memory_mb": NUM, "epochs": NUM, "genotype": STR},
+    "train": {"top1": NUM, "top5": NUM, "params_m": NUM, "flops_m": NUM, "bops_m": NUM,
+              "ops_m": NUM, "memory_mbit": NUM, "train_seconds": NUM, "train_cost_value": NUM,
+              "train_cost_unit": STR, "epochs": NUM},
+    "detect": {"detector": STR, "bbox_mAP": NUM, "bbox_mAP_50": NUM},
+    "reid": {"loss": STR, "mAP": NUM, "rank1": NUM, "rank5": NUM, "rank10": NUM},
+}
+STAGE_OPTIONAL = {"search": {"supernet_top1": NUM}, "train": {"size": STR}, "detect": {}, "reid": {}}
+ENUMS = {
+    "profile": PROFILES,
+    "device_kind": tuple(COST_UNITS),
+    "search_cost_unit": tuple(COST_UNITS.values()),
+    "train_cost_unit": tuple(COST_UNITS.values()),
+    "detector": ("faster_rcnn", "retinanet", "ssd"),
+    "loss": ("softmax", "softmax_triplet"),
+    "size": ("S", "L"),
+}
+PERCENT_KEYS = {"top1", "top5", "supernet_top1", "bbox_mAP", "bbox_mAP_50", "mAP", "rank1",
+                "rank5", "rank10"}
+DISTANCE_ALIASES = {"fnorm": "fnorm", "f-norm": "fnorm", "f_norm": "fnorm", "frobenius": "fnorm",
+                    "fro": "fnorm", "l2": "fnorm", "l1": "l1", "cosine": "cosine", "cos": "cosine"}
+
+#: every table build_report may write (stale files of tables not produced are removed)
+TABLE_NAMES = ("runs_summary", "classification", "search_cost", "ablation_tangent_lr",
+               "ablation_distance", "detection", "reid", "claims")
+
+DELTA_HEADER = "Δ top-1 (measured − paper)"
+DELTA5_HEADER = "Δ top-5 (measured − paper)"
+PAPER1_HEADER = "paper top-1 % (dataset, source)"
+PAPER5_HEADER = "paper top-5 % (dataset, source)"
+
+
+class ReportError(ValueError):
+    """Invalid or missing report input; the message names the file (and key)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None):
+        super().__init__(message)
+        self.problems = problems or [message]
+
+
+# ------------------------------------------------------------------------------ loading
+def _type_problem(value: Any, kind: str) -> str | None:
+    if kind == STR:
+        if not isinstance(value, str):
+            return f"expected a string, got {type(value).__name__} ({value!r})"
+        if not value.strip():
+            return "expected a non-empty string"
+        return None
+    if kind == INT:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"expected an integer, got {type(value).__name__} ({value!r})"
+        return None
+    if kind == BOOL:
+        if not isinstance(value, bool):
+            return f"expected true/false, got {type(value).__name__} ({value!r})"
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"expected a number, got {type(value).__name__} ({value!r})"
+    if not math.isfinite(value):
+        return f"expected a finite number, got {value!r}"
+    return None
+
+
+def _validate_record(rec: Any, where: str) -> list[str]:
+    """Problems of one parsed metrics file, each naming the file and the key."""
+    if not isinstance(rec, dict):
+        return [f"{where}: expected a JSON object at top level, got {type(rec).__name__}"]
+    probs: list[str] = []
+
+    def check(key: str, kind: str, required: bool, context: str = "") -> None:
+        if key not in rec or (not required and rec[key] is None):
+            if required:
+                probs.append(f"{where}: missing required key '{key}'{context}")
+            return
+        p = _type_problem(rec[key], kind)
+        if p:
+            probs.append(f"{where}: key '{key}': {p}")
+            return
+        if key in ENUMS and rec[key] not in ENUMS[key]:
+            probs.append(f"{where}: key '{key}': unknown value {rec[key]!r} "
+                         f"(expected one of {', '.join(ENUMS[key])})")
+        if kind == NUM:
+            if key in PERCENT_KEYS and not 0 <= rec[key] <= 100:
+                probs.append(f"{where}: key '{key}': {rec[key]!r} is not a percentage in [0, 100]")
+            elif rec[key] < 0:
+                probs.append(f"{where}: key '{key}': {rec[key]!r} must not be negative")
+
+    stage = rec.get("stage")
+    if "stage" not in rec:
+        probs.append(f"{where}: missing required key 'stage'")
+    elif stage not in STAGES:
+        probs.append(f"{where}: key 'stage': unknown stage {stage!r} (expected one of {', '.join(STAGES)})")
+    for key, kind in COMMON_REQUIRED.items():
+        if key != "stage":
+            check(key, kind, True)
+    if stage in STAGES:
+        for key, kind in STAGE_REQUIRED[stage].items():
+            check(key, kind, True, f" for stage '{stage}'")
+        for key, kind in STAGE_OPTIONAL[stage].items():
+            check(key, kind, False)
+        unit_key = {"search": "search_cost_unit", "train": "train_cost_unit"}.get(stage)
+        if (unit_key and rec.get(unit_key) in COST_UNITS.values()
+                and rec.get("device_kind") in COST_UNITS
+                and rec[unit_key] != COST_UNITS[rec["device_kind"]]):
+            probs.append(f"{where}: key '{unit_key}': {rec[unit_key]!r} does not match device_kind "
+                         f"{rec['device_kind']!r} (expected {COST_UNITS[rec['device_kind']]!r})")
+
+    abl = rec.get("ablation")
+    if abl is not None:
+        if not isinstance(abl, dict):
+            probs.append(f"{where}: key 'ablation': expected an object or null, got {type(abl).__name__}")
+        else:
+            table = abl.get("table")
+            if not isinstance(table, str) or not table:
+                probs.append(f"{where}: key 'ablation.table': expected a non-empty string, got {table!r}")
+            elif table == "4.2":
+                for k in ("tangent", "recon"):
+                    if k not in abl:
+                        probs.append(f"{where}: missing required key 'ablation.{k}' for table 4.2")
+                    elif not isinstance(abl[k], bool):
+                        probs.append(f"{where}: key 'ablation.{k}': expected true/false, got {abl[k]!r}")
+            elif table == "4.4":
+                d = abl.get("distance")
+                if "distance" not in abl:
+                    probs.append(f"{where}: missing required key 'ablation.distance' for table 4.4")
+                elif not isinstance(d, str) or d.lower() not in DISTANCE_ALIASES:
+                    probs.append(f"{where}: key 'ablation.distance': unknown distance {d!r} "
+                                 "(expected fnorm, l1 or cosine)")
+    return probs
+
+
+def _ablation_fields(abl: dict | None) -> dict:
+    if not abl:
+        return {"ablation_key": "", "variant": "main", "abl_table": "", "abl_tangent": None,
+                "abl_recon": None, "abl_distance": ""}
+    abl = dict(abl)
+    table = abl["table"]
+    out = {"abl_table": table, "abl_tangent": None, "abl_recon": None, "abl_distance": ""}
+    if table == "4.2":
+        out["abl_tangent"], out["abl_recon"] = abl["tangent"], abl["recon"]
+        variant = (f"T4.2: tangent {'on' if abl['tangent'] else 'off'}, "
+                   f"L_R {'on' if abl['recon'] else 'off'}")
+    elif table == "4.4":
+        abl["distance"] = DISTANCE_ALIASES[abl["distance"].lower()]
+        out["abl_distance"] = abl["distance"]
+        variant = f"T4.4: distance {C.DISTANCE_LABELS[abl['distance']]}"
+    else:
+        variant = "ablation " + json.dumps(abl, sort_keys=True)
+    out["ablation_key"] = json.dumps(abl, sort_keys=True, separators=(",", ":"))
+    out["variant"] = variant
+    return out
+
+
+def _run_key(r: dict) -> tuple:
+    extra = r.get("detector") if r["stage"] == "detect" else r.get("loss") if r["stage"] == "reid" else ""
+    return (r["stage"], r["method"], r["seed"], r["ablation_key"], r["dataset"], r["profile"], extra)
+
+
+def load_metrics(runs_dir: Path | str) -> pd.DataFrame:
+    """Load and validate every ``metrics.json`` under ``runs_dir`` (recursively).
+
+    Returns one row per file with the file's keys plus ``path`` and the derived ablation
+    columns ``ablation_key`` ("" for the main run), ``variant`` (readable label),
+    ``abl_table``, ``abl_tangent``, ``abl_recon``, ``abl_distance``. Raises ReportError
+    (listing every problem, each naming its file and key) on any invalid file, on an
+    empty / missing runs dir, and on duplicate runs."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        raise ReportError(f"{runs_dir}: runs directory does not exist")
+    files = sorted(runs_dir.rglob("metrics.json"))
+    if not files:
+        raise ReportError(f"{runs_dir}: no metrics.json files found (searched recursively); "
+                          "run the pipeline first")
+    records, problems = [], []
+    for f in files:
+        where = str(f)
+        try:
+            rec = json.loads(f.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            problems.append(f"{where}: not valid JSON ({e})")
+            continue
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append(f"{where}: cannot be read ({e})")
+            continue
+        p = _validate_record(rec, where)
+        if p:
+            problems.extend(p)
+            continue
+        row = dict(rec)
+        row["ablation"] = rec.get("ablation")
+        row.update(_ablation_fields(rec.get("ablation")))
+        row["path"] = where
+        records.append(row)
+    if not problems:
+        seen: dict[tuple, str] = {}
+        for r in records:
+            k = _run_key(r)
+            if k in seen:
+                problems.append(f"{r['path']}: duplicate run (same stage, method, seed, ablation, "
+                                f"dataset, profile) as {seen[k]}")
+            else:
+                seen[k] = r["path"]
+    if problems:
+        head = (f"{len(problems)} problem(s) in the metrics files under {runs_dir}:"
+                if len(problems) > 1 else "invalid metrics file:")
+        raise ReportError(head + "\n  " + "\n  ".join(problems), problems)
+    front = ["path", "stage", "method", "seed", "profile", "dataset", "device", "device_kind",
+             "variant", "ablation_key", "abl_table", "abl_tangent", "abl_recon", "abl_distance",
+             "ablation"]
+    df = pd.DataFrame.from_records(records)
+    # every schema column exists (NaN where a stage lacks it) so that stage subsets can be
+    # grouped / selected whichever stages are present
+    for stage in STAGES:
+        for key in list(STAGE_REQUIRED[stage]) + list(STAGE_OPTIONAL[stage]):
+            if key not in df.columns:
+                df[key] = None
+    return df[front + [c for c in df.columns if c not in front]]
+
+
+def default_paper_numbers_path() -> Path:
+    here = Path(__file__).resolve().parents[1] / "results" / PAPER_NUMBERS_CSV
+    if here.is_file():
+        return here
+    return Path.cwd() / "results" / PAPER_NUMBERS_CSV
+
+
+def load_paper_numbers(path: Path | str | None = None) -> pd.DataFrame:
+    """Read and validate ``results/paper_numbers.csv`` (value as float, table as str)."""
+    path = Path(path) if path is not None else default_paper_numbers_path()
+    if not path.is_file():
+        raise ReportError(f"{path}: paper numbers file not found")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise ReportError(f"{path}: cannot parse CSV ({e})") from e
+    if list(df.columns) != PAPER_COLUMNS:
+        raise ReportError(f"{path}: expected columns {','.join(PAPER_COLUMNS)}, got {','.join(df.columns)}")
+    problems = []
+    values = []
+    for i, row in df.iterrows():
+        line = i + 2
+        for col in ("paper", "method", "dataset", "setting", "metric", "unit", "source"):
+            if not row[col].strip():
+                problems.append(f"{path}: line {line}: empty '{col}'")
+        if row["metric"] not in PAPER_METRICS:
+            problems.append(f"{path}: line {line}: unknown metric {row['metric']!r}")
+        try:
+            v = float(row["value"])
+            if not math.isfinite(v):
+                raise ValueError
+        except ValueError:
+            problems.append(f"{path}: line {line}: 'value' {row['value']!r} is not a number")
+            v = math.nan
+        values.append(v)
+    if problems:
+        raise ReportError("invalid paper numbers:\n  " + "\n  ".join(problems), problems)
+    df["value_text"] = df["value"].str.strip()  # as written, e.g. "63.0"
+    df["value"] = values
+    return df
+
+
+# ------------------------------------------------------------------------------ helpers
+def _stats(df: pd.DataFrame, col: str) -> Stats:
+    if df.empty or col not in df:
+        return Stats(math.nan, math.nan, 0)
+    return seed_stats(df[col].tolist())
+
+
+def _devices(df: pd.DataFrame) -> str:
+    return ", ".join(sorted(set(df["device"]))) if not df.empty else "—"
+
+
+def _stage(metrics: pd.DataFrame, stage: str) -> pd.DataFrame:
+    return metrics[metrics["stage"] == stage]
+
+
+def search_rows_for(search: pd.DataFrame, method: str, ablation_key: str, dataset: str,
+                    profile: str, seeds) -> tuple[pd.DataFrame, str]:
+    """Search metrics of the same method/seed/ablation/dataset/profile as a train run.
+
+    When none exists on the train dataset but the method was searched on exactly one other
+    dataset (search on CIFAR-10, retrain on ImageNet), those rows are used and the note
+    says so."""
+    if search.empty:
+        return search, ""
+    s = search[(search["method"] == method) & (search["ablation_key"] == ablation_key)
+               & (search["profile"] == profile) & (search["seed"].isin(list(seeds)))]
+    exact = s[s["dataset"] == dataset]
+    if not exact.empty:
+        return exact, ""
+    if s["dataset"].nunique() == 1:
+        return s, f"searched on {s['dataset'].iloc[0]}"
+    return s.iloc[0:0], ""
+
+
+def _search_cost_cell(rows: pd.DataFrame, note: str = "") -> str:
+    if rows.empty:
+        return "— (no search run)"
+    parts = [f"{fmt_stats(seed_stats(g['search_cost_value']), '.3g')} {unit}"
+             for unit, g in sorted(rows.groupby("search_cost_unit"))]
+    return "; ".join(parts) + (f" ({note})" if note else "")
+
+
+class _PaperEntry:
+    def __init__(self, value: float, text: str, dataset: str, label: str, short: str,
+                 ambiguous: bool = False):
+        self.value, self.text, self.dataset = value, text, dataset
+        self.label, self.short, self.ambiguous = label, short, ambiguous
+
+
+def _paper_entries(paper: pd.DataFrame, method: str, settings, metric: str) -> list[_PaperEntry]:
+    metrics = ("top1", "top1_error") if metric == "top1" else (metric,)
+    rows = C.paper_rows(paper, method=method, metric=metrics, settings=settings)
+    out = []
+    for _, r in rows.iterrows():
+        v = C.paper_top1(r) if metric == "top1" else float(r["value"])
+        src = C.short_source(r)
+        setting = r["setting"]
+        if r["metric"] == "top1_error":
+            label, short = f"{src}: 100 − {C.paper_text(r)} error", "third-party"
+        elif setting == C.SETTING_MAIN:
+            label, short = src, str(r["paper"])
+        elif setting in C.HEADLINE_SETTINGS:  # "DCP-NAS-L; ..." -> model name only
+            short = setting.split(";")[0]
+            label = f"{src}, {short}"
+        else:  # an ablation cell: the table row / variant already names the setting
+            label, short = src, setting
+        ambiguous = setting == C.SETTING_L_ONE
+        if ambiguous:
+            label = f"{src}, one of tangent/L_R: ambiguous which"
+        text = C.paper_top1_text(r) if metric == "top1" else C.paper_text(r)
+        out.append(_PaperEntry(v, text, r["dataset"], label, short, ambiguous))
+    return out
+
+
+def _paper_cell(entries: list[_PaperEntry]) -> str:
+    if not entries:
+        return "—"
+    amb = [e for e in entries if e.ambiguous]
+    parts = [f"{e.text} ({e.dataset}, {e.label})" for e in entries if not e.ambiguous]
+    if amb:
+        parts.append(" or ".join(e.text for e in amb) + f" ({amb[0].dataset}, {amb[0].label})")
+    return "; ".join(parts)
+
+
+def _delta_cell(measured: Stats, entries: list[_PaperEntry], dataset: str, profile: str) -> str:
+    """measured − paper, only for the same dataset on a non-smoke profile."""
+    if measured.n == 0:
+        return "n/a (not run)"
+    if not entries:
+        return "n/a (no paper number)"
+    if profile == "smoke":
+        return "n/a (smoke data)"
+    label = C.dataset_label(dataset)
+    match = [e for e in entries if e.dataset == label]
+    if not match:
+        theirs = ", ".join(sorted({e.dataset for e in entries}))
+        return f"n/a (measured on {dataset}, paper on {theirs})"
+    many = len(match) > 1
+    return "; ".join(f"{measured.mean - e.value:+.2f} vs {e.text}"
+                     + (f" ({e.short})" if many else "") for e in match)
+
+
+def _variant_settings(row: pd.Series) -> list[str] | None:
+    """Paper settings that correspond to a train run's variant."""
+    if row["ablation_key"] == "":
+        return list(C.HEADLINE_SETTINGS)
+    if row["abl_table"] == "4.2":
+        t, r = bool(row["abl_tangent"]), bool(row["abl_recon"])
+        if t and r:
+            return [C.SETTING_L_FULL]
+        if not t and not r:
+            return [C.SETTING_L_NONE]
+        return [C.SETTING_L_ONE]
+    if row["abl_table"] == "4.4":
+        return [C.DISTANCE_SETTINGS[row["abl_distance"]]]
+    return None
+
+
+def _group_sorted(df: pd.DataFrame, keys: list[str]):
+    def sk(kv):
+        vals = dict(zip(keys, kv[0]))
+        return tuple(
+            C.method_sort_key(v) if k == "method" else C.profile_sort_key(v) if k == "profile"
+            else (v != "", v) if k == "ablation_key" else (str(v),)
+            for k, v in vals.items())
+    return sorted(df.groupby(keys, sort=False, dropna=False), key=sk)
+
+
+# ------------------------------------------------------------------------------ tables
+def build_runs_summary(metrics: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for stage in STAGES:
+        g = _stage(metrics, stage)
+        if g.empty:
+            continue
+        rows.append({
+            "stage": stage, "files": len(g),
+            "profiles": ", ".join(sorted(set(g["profile"]), key=C.profile_sort_key)),
+            "datasets": ", ".join(sorted(set(g["dataset"]))),
+            "methods": ", ".join(sorted(set(g["method"]), key=C.method_sort_key)),
+            "variants": ", ".join(sorted(set(g["variant"]), key=lambda v: (v != "main", v))),
+            "seeds": ", ".join(str(s) for s in sorted(set(g["seed"]))),
+            "devices": _devices(g),
+        })
+    return pd.DataFrame(rows)
+
+
+def build_classification(metrics: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    train, search = _stage(metrics, "train"), _stage(metrics, "search")
+    rows = []
+    groups = sorted(train.groupby(["method", "ablation_key", "dataset", "profile"], sort=False),
+                    key=lambda kv: (C.profile_sort_key(kv[0][3]), kv[0][2], kv[0][1] != "",
+                                    C.method_sort_key(kv[0][0]), kv[1]["variant"].iloc[0]))
+    # rows: best profile first, then dataset; main runs of all methods before ablation variants
+    for (method, akey, dataset, profile), g in groups:
+        first = g.iloc[0]
+        settings = _variant_settings(first)
+        e1 = _paper_entries(paper, method, settings, "top1") if settings else []
+        e5 = _paper_entries(paper, method, settings, "top5") if settings else []
+        top1, top5 = _stats(g, "top1"), _stats(g, "top5")
+        srows, note = search_rows_for(search, method, akey, dataset, profile, g["seed"])
+        rows.append({
+            "method": method, "variant": first["variant"], "dataset": dataset, "profile": profile,
+            "n seeds": int(top1.n),
+            "top-1 (%)": fmt_stats(top1), "top-5 (%)": fmt_stats(top5),
+            "params (M)": fmt_stats(_stats(g, "params_m"), ".3g"),
+            "OPs (M)": fmt_stats(_stats(g, "ops_m"), ".4g"),
+            "memory (Mbit)": fmt_stats(_stats(g, "memory_mbit"), ".3g"),
+            "search cost": _search_cost_cell(srows, note),
+            "device": _devices(g),
+            PAPER1_HEADER: _paper_cell(e1), PAPER5_HEADER: _paper_cell(e5),
+            DELTA_HEADER: _delta_cell(top1, e1, dataset, profile),
+            DELTA5_HEADER: _delta_cell(top5, e5, dataset, profile),
+        })
+    return pd.DataFrame(rows)
+
+
+def build_search_cost(metrics: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    search = _stage(metrics, "search")
+    has_supernet = "supernet_top1" in search and search["supernet_top1"].notna().any()
+    rows = []
+    for (method, akey, dataset, profile, unit), g in _group_sorted(
+            search, ["method", "ablation_key", "dataset", "profile", "search_cost_unit"]):
+        prow = C.paper_rows(paper, method=method, metric="search_cost") if akey == "" else paper.iloc[0:0]
+        pcell = "; ".join(f"{C.paper_text(r)} {r['unit']} ({r['dataset']}, {C.short_source(r)})"
+                          for _, r in prow.iterrows()) or "—"
+        if prow.empty:
+            comp = "—"
+        else:
+            notes = []
+            for _, r in prow.iterrows():
+                if r["unit"] != "GPU-days":
+                    notes.append("no: paper's unit not stated")
+                elif profile == "smoke":
+                    notes.append("no: smoke data")
+                elif unit != r["unit"]:
+                    notes.append(f"no: measured in {unit}, paper in {r['unit']}")
+                elif C.dataset_label(dataset) != r["dataset"]:
+                    notes.append(f"no: searched on {dataset}, paper on {r['dataset']}")
+                elif profile != "paper":
+                    notes.append(f"partly: reduced {profile} budget")
+                else:
+                    notes.append("yes (GPU model may differ)")
+            comp = "; ".join(dict.fromkeys(notes))
+        row = {
+            "method": method, "variant": g.iloc[0]["variant"], "dataset": dataset, "profile": profile,
+            "device": _devices(g), "n seeds": len(g),
+            "search time (s)": fmt_stats(_stats(g, "search_seconds"), ".1f"),
+            "search cost": f"{fmt_stats(_stats(g, 'search_cost_value'), '.3g')} {unit}",
+            "peak memory (MB)": fmt_stats(_stats(g, "peak_memory_mb"), ".0f"),
+            "epochs": fmt_stats(_stats(g, "epochs"), ".0f"),
+        }
+        if has_supernet:
+            row["supernet top-1 (%)"] = fmt_stats(_stats(g, "supernet_top1"))
+        row["paper search cost (dataset, source)"] = pcell
+        row["comparable with paper?"] = comp
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _ablation_row_common(cell: C.Cell, entries1, entries5, dataset, profile) -> dict:
+    s1, s5 = cell.stats("top1"), cell.stats("top5")
+    return {
+        "measured from": cell.source, "n seeds": int(s1.n),
+        "top-1 (%)": fmt_stats(s1) if s1.n else "not run",
+        "top-5 (%)": fmt_stats(s5) if s5.n else "not run",
+        PAPER1_HEADER: _paper_cell(entries1), PAPER5_HEADER: _paper_cell(entries5),
+        DELTA_HEADER: _delta_cell(s1, entries1, dataset, profile),
+        DELTA5_HEADER: _delta_cell(s5, entries5, dataset, profile),
+    }
+
+
+def build_ablation_tangent_lr(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    cells_by_group = C.tangent_lr_cells(_stage(metrics, "train"))
+    rows, used_main = [], False
+    setting = {(False, False): C.SETTING_L_NONE, (True, True): C.SETTING_L_FULL,
+               (True, False): C.SETTING_L_ONE, (False, True): C.SETTING_L_ONE}
+    for (dataset, profile), cells in cells_by_group.items():
+        for key in C.TANGENT_LR_CELLS:
+            cell = cells[key]
+            used_main |= cell.source == C.MAIN_RUN_NOTE
+            e1 = _paper_entries(paper, "dcpnas", [setting[key]], "top1")
+            e5 = _paper_entries(paper, "dcpnas", [setting[key]], "top5")
+            rows.append({"dataset": dataset, "profile": profile,
+                         "tangent constraint": "on" if key[0] else "off",
+                         "L_R": "on" if key[1] else "off",
+                         **_ablation_row_common(cell, e1, e5, dataset, profile)})
+    notes = ["Shape of Table 4.2 (DCP-NAS-L, ImageNet in the paper): tangent constraint on/off × "
+             "reconstruction loss L_R on/off.",
+             "The paper's single-component cells are 68.3 and 68.2 top-1; docs/ALGORITHM.md does not "
+             "say which is tangent-only and which is L_R-only, so both are shown for both cells "
+             "(ambiguous).",
+             "Δ is computed only for non-smoke runs on the paper's dataset."]
+    if used_main:
+        notes.insert(1, f"Rows with 'measured from' = '{C.MAIN_RUN_NOTE}': no Table 4.2 ablation run "
+                        "of the tangent + L_R cell exists, so the main DCP-NAS run (tangent on, L_R on, "
+                        "F-norm) stands in for it.")
+    return pd.DataFrame(rows), notes
+
+
+def build_ablation_distance(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    cells_by_group = C.distance_cells(_stage(metrics, "train"))
+    rows, used_main = [], False
+    for (dataset, profile), cells in cells_by_group.items():
+        for dist in C.DISTANCES:
+            cell = cells[dist]
+            used_main |= cell.source == C.MAIN_RUN_NOTE
+            st = [C.DISTANCE_SETTINGS[dist]]
+            rows.append({"dataset": dataset, "profile": profile, "distance": C.DISTANCE_LABELS[dist],
+                         **_ablation_row_common(cell, _paper_entries(paper, "dcpnas", st, "top1"),
+                                                _paper_entries(paper, "dcpnas", st, "top5"),
+                                                dataset, profile)})
+    notes = ["Shape of Table 4.4 (DCP-NAS-S, ImageNet in the paper): distance D between the Child's "
+             "gradient and the Parent's tangent direction.",
+             "Δ is computed only for non-smoke runs on the paper's dataset."]
+    if used_main:
+        notes.insert(1, f"Rows with 'measured from' = '{C.MAIN_RUN_NOTE}': no Table 4.4 ablation run "
+                        "with the F-norm distance exists, so the main DCP-NAS run (F-norm) stands in.")
+    return pd.DataFrame(rows), notes
+
+
+def build_detection(metrics: pd.DataFrame) -> pd.DataFrame:
+    det = _stage(metrics, "detect")
+    show_variant = (det["ablation_key"] != "").any() if not det.empty else False
+    rows = []
+    for (method, detector, dataset, profile, akey), g in _group_sorted(
+            det, ["method", "detector", "dataset", "profile", "ablation_key"]):
+        row = {"backbone": method, "detector": detector, "dataset": dataset, "profile": profile}
+        if show_variant:
+            row["variant"] = g.iloc[0]["variant"]
+        row.update({"n seeds": len(g), "bbox mAP (%)": fmt_stats(_stats(g, "bbox_mAP")),
+                    "bbox mAP@50 (%)": fmt_stats(_stats(g, "bbox_mAP_50")), "device": _devices(g)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def build_reid(metrics: pd.DataFrame) -> pd.DataFrame:
+    reid = _stage(metrics, "reid")
+    show_variant = (reid["ablation_key"] != "").any() if not reid.empty else False
+    rows = []
+    for (method, dataset, profile, loss, akey), g in _group_sorted(
+            reid, ["method", "dataset", "profile", "loss", "ablation_key"]):
+        row = {"backbone": method, "dataset": dataset, "profile": profile, "loss": loss}
+        if show_variant:
+            row["variant"] = g.iloc[0]["variant"]
+        row.update({"n seeds": len(g), "mAP (%)": fmt_stats(_stats(g, "mAP")),
+                    "Rank-1 (%)": fmt_stats(_stats(g, "rank1")),
+                    "Rank-5 (%)": fmt_stats(_stats(g, "rank5")),
+                    "Rank-10 (%)": fmt_stats(_stats(g, "rank10")), "device": _devices(g)})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------ writing
+def _atomic_write(path: Path, data: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        if isinstance(data, bytes):
+            tmp.write_bytes(data)
+        else:
+            tmp.write_text(data, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _md(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False)
+
+
+def _md_with_notes(df: pd.DataFrame, notes: list[str]) -> str:
+    text = _md(df) + "\n"
+    if notes:
+        text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    return text
+
+
+def _print_table(console, name: str, df: pd.DataFrame, notes: list[str]) -> None:
+    from rich.table import Table
+
+    from rich.text import Text
+
+    t = Table(title=name, title_style="bold", show_lines=False, header_style="bold cyan")
+    for col in df.columns:
+        t.add_column(Text(str(col)), overflow="fold")
+    for _, r in df.iterrows():  # Text(): cells like "[cifar10/smoke]" are not rich markup
+        t.add_row(*(Text(str(v)) for v in r.tolist()))
+    console.print(t)
+    for n in notes:
+        console.print(Text(f"  {n}", style="dim"))
+
+
+TABLE_TITLES = {
+    "runs_summary": "What was run",
+    "classification": "Classification (retrained networks)",
+    "search_cost": "Search cost",
+    "ablation_tangent_lr": "Ablation: tangent constraint × L_R (Table 4.2)",
+    "ablation_distance": "Ablation: distance D (Table 4.4)",
+    "detection": "Transfer: object detection",
+    "reid": "Transfer: person re-identification",
+    "claims": "Claims",
+}
+
+
+def _paper_notes(paper: pd.DataFrame) -> list[str]:
+    """Observations about the reference numbers themselves (computed, not hard-coded)."""
+    notes = []
+    err = paper[paper["metric"] == "top1_error"]
+    own = paper[(paper["metric"] == "top1") & (paper["setting"].isin(C.HEADLINE_SETTINGS))]
+    for _, e in err.iterrows():
+        for _, o in own[(own["method"] == e["method"]) & (own["dataset"] == e["dataset"])].iterrows():
+            conv = C.paper_top1(e)
+            if abs(conv - float(o["value"])) > 0.05:
+                notes.append(f"{C.method_label(e['method'])} on {e['dataset']}: the third-party table's "
+                             f"error {C.paper_text(e)}% means {fmt_num(conv)}% top-1, but {o['paper']} "
+                             f"reports {C.paper_text(o)}%; both are listed.")
+            else:
+                notes.append(f"{C.method_label(e['method'])} on {e['dataset']}: the third-party error "
+                             f"{C.paper_text(e)}% agrees with {o['paper']} ({C.paper_text(o)}% top-1).")
+    if (paper["setting"] == C.SETTING_L_ONE).any():
+        notes.append("Table 4.2: ALGORITHM.md gives 68.3 and 68.2 top-1 for the two single-component "
+                     "settings without saying which is which; they are recorded as 'one of tangent/L_R'.")
+    unk = paper[(paper["metric"] == "search_cost") & (paper["unit"] != "GPU-days")]
+    for _, r in unk.iterrows():
+        notes.append(f"{r['paper']}: search cost {C.paper_text(r)} is quoted without a unit "
+                     f"({r['unit']}); it is not compared with measured costs.")
+    notes.append("DCP-NAS-L (Table 4.2) and DCP-NAS-S (Table 4.4) are different model sizes; the "
+                 "harness' main DCP-NAS run stands in for the full cell of both tables. Train metrics "
+                 "may carry an optional 'size' (S|L) so the absolute claims use the right run.")
+    return notes
+
+
+def _render_report(runs_dir: Path, out_dir: Path, paper_path: Path, metrics: pd.DataFrame,
+                   tables: dict[str, pd.DataFrame], notes: dict[str, list[str]],
+                   plots: list, claim_results, paper: pd.DataFrame) -> str:
+    L: list[str] = []
+    L.append("# DCP-NAS / CP-NAS reproduction report\n")
+    profiles = sorted(set(metrics["profile"]), key=C.profile_sort_key)
+    kinds = sorted(set(metrics["device_kind"]))
+    try:
+        paper_disp = os.path.relpath(paper_path, out_dir)
+    except ValueError:
+        paper_disp = str(paper_path)
+    L.append(f"Generated by `harness.report.build_report` from {len(metrics)} `metrics.json` files "
+             f"under `{runs_dir}`; paper reference numbers from [`{paper_path.name}`]({paper_disp}) "
+             "(only numbers quoted in docs/ALGORITHM.md, each with its source).\n")
+    L.append(f"- Profiles: {', '.join(profiles)}; datasets: {', '.join(sorted(set(metrics['dataset'])))}; "
+             f"seeds: {', '.join(str(s) for s in sorted(set(metrics['seed'])))}; "
+             f"devices: {_devices(metrics)} ({', '.join(kinds)}).")
+    if "smoke" in profiles:
+        who = "all runs use" if profiles == ["smoke"] else "runs with profile `smoke` use"
+        L.append(f"- **Smoke profile:** {who} synthetic data and tiny budgets; their numbers check "
+                 "that the pipeline works and are not comparable with the papers' (the Δ columns say "
+                 "'n/a (smoke data)').")
+    if "cpu" in kinds:
+        L.append("- Costs measured on CPU are in CPU-hours and are not comparable with the papers' GPU-days.")
+    L.append("")
+    L.append("## What was run\n")
+    L.append(_md(tables["runs_summary"]) + "\n")
+    sections = [("classification", "Classification"), ("search_cost", "Search cost"),
+                ("ablation_tangent_lr", "Ablation: tangent constraint × L_R (Table 4.2)"),
+                ("ablation_distance", "Ablation: distance D (Table 4.4)"),
+                ("detection", "Transfer: object detection"), ("reid", "Transfer: person re-identification")]
+    for name, title in sections:
+        L.append(f"## {title}\n")
+        if name not in tables:
+            L.append("_Not produced: no metrics files for this table._\n")
+            continue
+        L.append(f"CSV: [`{name}.csv`]({name}.csv) · Markdown: [`{name}.md`]({name}.md)\n")
+        L.append(_md_with_notes(tables[name], notes.get(name, [])))
+    L.append("## Plots\n")
+    if plots:
+        for p in plots:
+            rel = os.path.relpath(p.path, out_dir)
+            L.append(f"![{p.title}]({rel})\n")
+    else:
+        L.append("_No plot had data._\n")
+    L.append("## Claims\n")
+    L.append("Verdicts: **supports**, **contradicts** or **cannot say** (with why). Rules: smoke-profile "
+             "data cannot judge anything quantitative; ranking claims need ≥ 2 seeds per side and a "
+             "mean difference larger than the combined seed std √(s₁² + s₂²); absolute accuracies are "
+             f"judged only on a non-smoke profile on the paper's dataset, within ±max({C.ABS_TOL_PP:g} pp, "
+             "2 seed std) (a shortfall on `real-subset` is 'cannot say'); GPU-day costs are not compared "
+             f"with CPU-hours; GPU-day costs up to {C.COST_SUPPORT_FACTOR:g}× the paper's support it, above "
+             f"{C.COST_CONTRADICT_FACTOR:g}× contradict it.\n")
+    L.append(C.render_claims_markdown(claim_results))
+    L.append("## Notes on the reference numbers\n")
+    L.extend(f"- {n}" for n in _paper_notes(paper))
+    L.append("")
+    return "\n".join(L)
+
+
+def build_report(runs_dir: Path, out_dir: Path, console=None,
+                 paper_numbers: Path | None = None) -> dict[str, pd.DataFrame]:
+    """Load and validate the metrics under ``runs_dir``; write the tables (``<name>.md`` and
+    ``<name>.csv``), ``plots/*.png``, ``metrics_index.csv`` and ``REPORT.md`` to ``out_dir``
+    (each file atomically); print the tables with rich. Returns the tables by name.
+
+    Raises ReportError (nothing is written) when an input is invalid."""
+    from rich.console import Console
+
+    from harness import plots as P
+
+    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
+    console = console if console is not None else Console()
+    paper_path = Path(paper_numbers) if paper_numbers is not None else default_paper_numbers_path()
+    metrics = load_metrics(runs_dir)
+    paper = load_paper_numbers(paper_path)
+
+    tables: dict[str, pd.DataFrame] = {}
+    notes: dict[str, list[str]] = {}
+    tables["runs_summary"] = build_runs_summary(metrics)
+    candidates = {
+        "classification": (build_classification(metrics, paper), []),
+        "search_cost": (build_search_cost(metrics, paper),
+                        ["Search cost in the unit measured: CPU-hours on CPU, GPU-days on a GPU; "
+                         "only GPU-days on the paper's dataset and a non-smoke profile compare with "
+                         "the paper."]),
+        "ablation_tangent_lr": build_ablation_tangent_lr(metrics, paper),
+        "ablation_distance": build_ablation_distance(metrics, paper),
+        "detection": (build_detection(metrics), []),
+        "reid": (build_reid(metrics), []),
+    }
+    cls_notes = ["Top-1 / top-5: mean ± sample std (ddof=1) over seeds, or the value and n=1.",
+                 "The paper columns show the papers' numbers for the method whatever the dataset; "
+                 "Δ = measured − paper only when the dataset matches (cifar10 ↔ CIFAR-10, imagenet ↔ "
+                 "ImageNet) and the profile is not smoke.",
+                 "OPs = FLOPs + BOPs/64 (M); memory counts 1 bit per binary and 32 per real weight."]
+    candidates["classification"] = (candidates["classification"][0], cls_notes)
+    for name, (df, n) in candidates.items():
+        if df.empty:
+            log.info("table %s: no data, not produced", name)
+            continue
+        tables[name], notes[name] = df, n
+    claim_results = C.evaluate_claims(metrics, paper)
+    tables["claims"] = C.claims_frame(claim_results)
+
+    # --- write (inputs are valid from here on)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in TABLE_NAMES:
+        if name in tables:
+            _atomic_write(out_dir / f"{name}.md", _md_with_notes(tables[name], notes.get(name, [])))
+            _atomic_write(out_dir / f"{name}.csv", tables[name].to_csv(index=False))
+        else:
+            for ext in (".md", ".csv"):
+                stale = out_dir / f"{name}{ext}"
+                if stale.exists():
+                    log.info("removing stale %s", stale)
+                    stale.unlink()
+    index = metrics.copy()
+    index["ablation"] = index["ablation"].map(lambda a: json.dumps(a, sort_keys=True) if a else "")
+    _atomic_write(out_dir / "metrics_index.csv", index.to_csv(index=False))
+    plots = P.make_plots(metrics, paper, out_dir / "plots")
+    _atomic_write(out_dir / "REPORT.md",
+                  _render_report(runs_dir, out_dir, paper_path, metrics, tables, notes, plots,
+                                 claim_results, paper))
+
+    for name in TABLE_NAMES:
+        if name in tables and name != "claims":
+            _print_table(console, TABLE_TITLES[name], tables[name], notes.get(name, []))
+    _print_table(console, TABLE_TITLES["claims"], tables["claims"][["id", "verdict", "why"]], [])
+    console.print(f"Report written to {out_dir / 'REPORT.md'} ({len(plots)} plots)", highlight=False)
+    return tables

@@ -1,0 +1,62 @@
+"""What the search and train stages share: run folders, seeding, data config, metrics files."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from backbones.atomic import atomic_write_json
+from harness import dist_utils
+from harness.config import Params
+from harness.data import DataConfig
+
+
+class OutputError(OSError):
+    """The output folder cannot be written."""
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed on every rank: models start identical, so alpha stays identical."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def run_dir(params: Params, stage: str, name: str, seed: int) -> Path:
+    return Path(params.paths.runs) / stage / name / f"seed{seed}"
+
+
+def ensure_writable(folder: Path) -> Path:
+    """Create ``folder`` and prove it is writable before hours of work go into it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"output directory {folder} is not writable ({exc.strerror}); "
+                          f"choose another with paths.runs in params.yaml") from None
+    return folder
+
+
+def data_config(params: Params, batch_size: int) -> DataConfig:
+    d = params.active.data
+    return DataConfig(name=d.name, root=d.root, batch_size=batch_size,
+                      num_workers=d.num_workers, image_size=d.image_size, cutout=d.cutout,
+                      train_subset=d.train_subset, test_subset=d.test_subset)
+
+
+def common_metrics(params: Params, stage: str, method: str, seed: int,
+                   device_desc: str, device_kind: str) -> dict[str, Any]:
+    return {"stage": stage, "method": method, "seed": seed, "profile": params.profile,
+            "dataset": params.active.data.name, "device": device_desc,
+            "device_kind": device_kind, "world_size": dist_utils.world_size()}
+
+
+def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    if dist_utils.is_main():
+        atomic_write_json(path, metrics)

@@ -1,0 +1,143 @@
+"""`harness search`: run one search method (or one ablation of it) and write its genotype.
+
+Writes under runs/search/<name>/seed<k>/: genotype.json, metrics.json (search wall-clock,
+device, peak memory, final alpha) and checkpoint.pt (per epoch; a re-run resumes from it).
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+
+from backbones.atomic import atomic_write_text
+from backbones.search.base import SearchContext, SearchMethod, get_search_method
+from harness import dist_utils
+from harness.config import Params, method_config
+from harness.costs import device_info, peak_memory_mb, reset_peak_memory, run_cost
+from harness.data import build_search_loaders, infer_num_classes
+from harness.engine import fingerprint, run_loop, set_loader_epoch
+from harness.stages.common import (common_metrics, data_config, ensure_writable, run_dir,
+                                   seed_everything, write_metrics)
+
+
+class SearchTask:
+    """Adapts a SearchMethod to the loop: pairs train and val batches, DARTS-style."""
+
+    def __init__(self, method: SearchMethod, train_loader: Any, val_loader: Any,
+                 device: torch.device, seed: int, max_steps: int | None) -> None:
+        self.method, self.train_loader, self.val_loader = method, train_loader, val_loader
+        self.device, self.seed = device, seed
+        self.max_steps = max_steps
+
+    def steps_in_epoch(self) -> int:
+        n = len(self.train_loader)
+        return min(n, self.max_steps) if self.max_steps else n
+
+    def begin_epoch(self, epoch: int, total: int) -> None:
+        set_loader_epoch(self.train_loader, epoch, self.seed)
+        set_loader_epoch(self.val_loader, epoch, self.seed + 1)
+        self.method.begin_epoch(epoch, total)
+
+    def batches(self, epoch: int) -> Iterator[Any]:
+        pairs: Iterable[Any] = zip(self.train_loader, itertools.cycle(self.val_loader))
+        for (xt, yt), (xv, yv) in itertools.islice(pairs, self.steps_in_epoch()):
+            yield ((xt.to(self.device), yt.to(self.device)),
+                   (xv.to(self.device), yv.to(self.device)))
+
+    def step(self, batch: Any) -> dict[str, float]:
+        return self.method.step(*batch)
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        return self.method.end_epoch(epoch, _DeviceLoader(self.val_loader, self.device))
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.method.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.method.load_state_dict(state)
+
+
+class _DeviceLoader:
+    """A loader view that moves batches to the device (methods see device tensors only)."""
+
+    def __init__(self, loader: Any, device: torch.device) -> None:
+        self.loader, self.device = loader, device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in self.loader:
+            yield x.to(self.device), y.to(self.device)
+
+
+def search_run_name(method: str, ablation: str | None) -> str:
+    return ablation or method
+
+
+def run_search(params: Params, method: str, seed: int, *,
+               console: Console | None = None) -> dict[str, Any]:
+    """Search with ``method``: a method name, or an ablation name from params.yaml (a method
+    with changed settings). Settings come from the active profile, then the ablation's."""
+    console = console or Console(stderr=True)
+    distributed = dist_utils.init_from_env()
+    extra: dict[str, Any] = {}
+    ablation_tag: dict[str, Any] | None = None
+    ablation = method if method in params.ablations else None
+    if ablation is not None:
+        abl = params.ablations[ablation]
+        method, extra = abl.method, abl.set
+        ablation_tag = {"name": ablation, "table": abl.table, "label": abl.label, **abl.set}
+    name = search_run_name(method, ablation)
+    method_cls = get_search_method(method)
+    cfg = method_config(method_cls, params.active.search, extra, params.source)
+    out = run_dir(params, "search", name, seed)
+    if dist_utils.is_main():
+        ensure_writable(out)
+    device = dist_utils.device()
+    seed_everything(seed)
+    search = params.active.search
+    dcfg = data_config(params, search.batch_size)
+    reset_peak_memory(device)
+    if method_cls.uses_data:
+        train_loader, val_loader, num_classes = build_search_loaders(
+            dcfg, train_portion=search.train_portion, seed=seed, distributed=distributed)
+    else:
+        train_loader = val_loader = None
+        num_classes = infer_num_classes(dcfg)
+    ctx = SearchContext(num_classes=num_classes, device=device, seed=seed,
+                        steps_per_epoch=len(train_loader) if train_loader else 0)
+    seed_everything(seed)  # the method's initialisation does not depend on data loading
+    searcher = method_cls(cfg, ctx)
+    epochs = searcher.planned_epochs()
+    if method_cls.uses_data:
+        task = SearchTask(searcher, train_loader, val_loader, device, seed,
+                          search.max_steps_per_epoch)
+        result = run_loop(task, epochs=epochs, checkpoint=out / "checkpoint.pt",
+                          desc=f"search {name} s{seed}", console=console,
+                          fingerprint=fingerprint(method, cfg, dcfg, seed, search.train_portion,
+                                                  search.max_steps_per_epoch))
+        seconds, history, resumed = result.seconds, result.history, result.resumed_from_epoch
+    else:
+        seconds, history, resumed = 0.0, [], None
+    genotype = searcher.genotype()
+    desc, kind = device_info(device)
+    cost, unit = run_cost(seconds, kind, dist_utils.world_size())
+    peak, peak_kind = peak_memory_mb(device)
+    metrics = common_metrics(params, "search", method, seed, desc, kind)
+    metrics.update({
+        "run": name, "ablation": ablation_tag, "search_seconds": seconds,
+        "search_cost_value": cost, "search_cost_unit": unit, "peak_memory_mb": peak,
+        "peak_memory_kind": peak_kind, "epochs": epochs, "genotype": "genotype.json",
+        "alphas": searcher.alphas(), "resumed_from_epoch": resumed,
+        "final": history[-1] if history else {}, "history": history,
+    })
+    if dist_utils.is_main():
+        atomic_write_text(out / "genotype.json", genotype.to_json())
+    write_metrics(out / "metrics.json", metrics)
+    dist_utils.barrier()
+    return metrics

@@ -1,0 +1,293 @@
+"""`harness train`: retrain the 1-bit network of a searched genotype and measure it.
+
+Cross-entropy, optional KD from a real-valued teacher (KL of output distributions, as the
+official DCP-NAS retraining), optional two-step schedule (step 1: binary activations with
+real weights and weight decay; step 2: fully binary, weight decay 0, starting from step 1).
+Writes runs/train/<name>/seed<k>/: model.pt, metrics.json (top-1/top-5, params, OPs, memory,
+wall-clock cost and device), and per-epoch checkpoints for resume.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from backbones.atomic import atomic_torch_save, load_state_dict_strict, safe_torch_load
+from backbones.binary import set_weight_binarization
+from backbones.genotypes import Genotype
+from backbones.registry import create_backbone
+from backbones.search.architect import accuracy
+from backbones.search.base import all_reduce_mean
+from harness import dist_utils
+from harness.config import ConfigError, KDSection, Params, TrainSection
+from harness.costs import device_info, model_cost, run_cost
+from harness.data import build_train_loaders
+from harness.engine import fingerprint, run_loop, set_loader_epoch
+from harness.stages.common import (common_metrics, data_config, ensure_writable, run_dir,
+                                   seed_everything, write_metrics)
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+            temperature: float) -> torch.Tensor:
+    """KL(teacher || student) of the softened output distributions, times T^2."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits / t, 1), F.softmax(teacher_logits / t, 1),
+                    reduction="batchmean") * t * t
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Any, device: torch.device) -> tuple[float, float]:
+    """Top-1/top-5 in percent over the whole loader, averaged over ranks."""
+    was = model.training
+    model.eval()
+    n = c1 = c5 = 0.0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        a1, a5 = accuracy(model(x), y, (1, 5))
+        n += y.numel()
+        c1 += a1 * y.numel() / 100
+        c5 += a5 * y.numel() / 100
+    model.train(was)
+    return all_reduce_mean(100 * c1 / max(n, 1)), all_reduce_mean(100 * c5 / max(n, 1))
+
+
+class TrainTask:
+    """Supervised training of one network for the loop (CE, or CE + KD)."""
+
+    def __init__(self, model: nn.Module, train_loader: Any, test_loader: Any,
+                 optimizer: torch.optim.Optimizer, cfg: TrainSection, lr: float, epochs: int,
+                 device: torch.device, seed: int, teacher: nn.Module | None = None) -> None:
+        self.model, self.train_loader, self.test_loader = model, train_loader, test_loader
+        self.optimizer, self.cfg, self.lr, self.epochs = optimizer, cfg, lr, epochs
+        self.device, self.seed, self.teacher = device, seed, teacher
+
+    def steps_in_epoch(self) -> int:
+        n = len(self.train_loader)
+        return min(n, self.cfg.max_steps_per_epoch) if self.cfg.max_steps_per_epoch else n
+
+    def begin_epoch(self, epoch: int, total: int) -> None:
+        set_loader_epoch(self.train_loader, epoch, self.seed)
+        lr = 0.5 * self.lr * (1 + math.cos(math.pi * epoch / max(total, 1)))  # cosine
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+
+    def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for i, (x, y) in enumerate(self.train_loader):
+            if i >= self.steps_in_epoch():
+                return
+            yield x.to(self.device), y.to(self.device)
+
+    def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+        x, y = batch
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
+        if self.teacher is not None:
+            with torch.no_grad():
+                t_logits = self.teacher(x)
+            w = self.cfg.kd.weight
+            loss = (1 - w) * loss + w * kd_loss(logits, t_logits, self.cfg.kd.temperature)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        return {"loss": float(loss.detach())}
+
+    def end_epoch(self, epoch: int) -> dict[str, float]:
+        top1, top5 = evaluate(self.model, self.test_loader, self.device)
+        return {"top1": top1, "top5": top5}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": _unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        _unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def make_optimizer(model: nn.Module, cfg: TrainSection, lr: float,
+                   weight_decay: float) -> torch.optim.Optimizer:
+    """No weight decay on BN/PReLU/bias parameters (1-D), as the official retraining does."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=True)
+    raise ConfigError(f"train.optimizer: unknown optimizer {cfg.optimizer!r}; "
+                      f"expected 'adamw' or 'sgd'")
+
+
+def arch_record(genotype: Genotype, cfg: TrainSection, num_classes: int,
+                binary: bool = True) -> dict[str, Any]:
+    """How to rebuild the network: stored in model.pt beside the weights."""
+    return {"backbone": "nas", "kwargs": {"genotype": genotype.to_dict(), "C": cfg.C,
+                                          "layers": cfg.layers, "stem": cfg.stem,
+                                          "num_classes": num_classes, "binary": binary}}
+
+
+def build_from_record(arch: dict[str, Any]) -> nn.Module:
+    kwargs = dict(arch["kwargs"])
+    kwargs["genotype"] = Genotype.from_dict(kwargs["genotype"], "checkpoint arch record")
+    return create_backbone(arch["backbone"], **kwargs)
+
+
+def _registered_backbones() -> list[str]:
+    from backbones.registry import _ensure_builtin_registered, list_backbones
+    _ensure_builtin_registered()
+    return list_backbones()
+
+
+def _build_teacher(kd: KDSection, genotype: Genotype | None, cfg: TrainSection,
+                   num_classes: int) -> nn.Module:
+    if kd.teacher == "real_nas":
+        if genotype is None:
+            raise ConfigError("train.kd.teacher: 'real_nas' needs a searched genotype; use "
+                              "'torchvision:<model>' for a reference backbone")
+        return create_backbone("nas", genotype=genotype, C=cfg.C, layers=cfg.layers,
+                               stem=cfg.stem, num_classes=num_classes, binary=False)
+    if kd.teacher.startswith("torchvision:"):
+        import torchvision
+        name = kd.teacher.split(":", 1)[1]
+        if not hasattr(torchvision.models, name):
+            raise ConfigError(f"train.kd.teacher: torchvision has no model {name!r}")
+        return getattr(torchvision.models, name)(num_classes=num_classes)
+    raise ConfigError(f"train.kd.teacher: unknown teacher {kd.teacher!r}; expected 'none', "
+                      f"'real_nas' or 'torchvision:<model name>'")
+
+
+def run_train(params: Params, name: str, seed: int, *,
+              genotype_path: Path | None = None,
+              console: Console | None = None) -> dict[str, Any]:
+    """Retrain the genotype found by search run ``name`` (a method or an ablation name)."""
+    console = console or Console(stderr=True)
+    distributed = dist_utils.init_from_env()
+    cfg = params.active.train
+    searched = genotype_path or run_dir(params, "search", name, seed) / "genotype.json"
+    reference = (genotype_path is None and name not in params.search_runs
+                 and not searched.is_file() and name in _registered_backbones())
+    genotype = None if reference else Genotype.load(searched)
+    search_metrics_path = searched.parent / "metrics.json"
+    out = run_dir(params, "train", name, seed)
+    if dist_utils.is_main():
+        ensure_writable(out)
+    device = dist_utils.device()
+    seed_everything(seed)
+    dcfg = data_config(params, cfg.batch_size)
+    train_loader, test_loader, num_classes = build_train_loaders(dcfg, seed=seed,
+                                                                 distributed=distributed)
+    world = dist_utils.world_size()
+    lr = cfg.lr * cfg.batch_size * world / cfg.lr_scale_batch
+
+    def wrap(m: nn.Module) -> nn.Module:
+        m = m.to(device)
+        return DistributedDataParallel(m) if distributed else m
+
+    # optional real-valued teacher for KD: loaded, or trained here first with the same loop
+    teacher = None
+    total_seconds = 0.0
+    if cfg.kd.teacher != "none":
+        seed_everything(seed)
+        teacher_net = _build_teacher(cfg.kd, genotype, cfg, num_classes).to(device)
+        if cfg.kd.teacher_checkpoint:
+            state = safe_torch_load(cfg.kd.teacher_checkpoint)
+            load_state_dict_strict(teacher_net, state.get("model", state),
+                                   cfg.kd.teacher_checkpoint)
+        else:
+            t_model = wrap(teacher_net)
+            t_task = TrainTask(t_model, train_loader, test_loader,
+                               make_optimizer(t_model, cfg, lr, cfg.weight_decay), cfg, lr,
+                               cfg.kd.teacher_epochs, device, seed)
+            res = run_loop(t_task, epochs=cfg.kd.teacher_epochs,
+                           checkpoint=out / "teacher_checkpoint.pt",
+                           desc=f"teacher {name} s{seed}", console=console,
+                           fingerprint=fingerprint(cfg, dcfg, seed, "teacher"))
+            total_seconds += res.seconds
+        teacher = teacher_net.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+
+    seed_everything(seed)
+    record = (arch_record(genotype, cfg, num_classes) if genotype is not None else
+              {"backbone": name, "kwargs": {"num_classes": num_classes, "stem": cfg.stem}})
+    net = build_from_record(record).to(device)
+    steps = [("step1", False, cfg.weight_decay), ("step2", True, cfg.step2_weight_decay)] \
+        if cfg.two_step else [("train", True, cfg.weight_decay)]
+    history: list[dict[str, float]] = []
+    resumed: dict[str, int | None] = {}
+    for tag, binary_weights, wd in steps:
+        set_weight_binarization(net, binary_weights)
+        model = wrap(net)
+        task = TrainTask(model, train_loader, test_loader, make_optimizer(model, cfg, lr, wd),
+                         cfg, lr, cfg.epochs, device, seed, teacher)
+        res = run_loop(task, epochs=cfg.epochs, checkpoint=out / f"checkpoint_{tag}.pt",
+                       desc=f"train {name} s{seed} {tag}", console=console,
+                       fingerprint=fingerprint(record, cfg, dcfg, seed, tag))
+        total_seconds += res.seconds
+        history += [{**h, "phase": {"step1": 1.0, "step2": 2.0}.get(tag, 0.0)} for h in res.history]
+        resumed[tag] = res.resumed_from_epoch
+    set_weight_binarization(net, True)
+    top1, top5 = evaluate(net, test_loader, device)
+    in_size = (3, 32, 32) if params.active.data.name == "cifar10" else \
+        (3, params.active.data.image_size, params.active.data.image_size)
+    cost = model_cost(net, in_size)
+    desc, kind = device_info(device)
+    value, unit = run_cost(total_seconds, kind, world)
+    metrics = common_metrics(params, "train", _method_of(search_metrics_path, name), seed,
+                             desc, kind)
+    metrics.update({
+        "run": name, "ablation": _ablation_of(search_metrics_path), "top1": top1, "top5": top5,
+        "params_m": cost.params_m, "flops_m": cost.flops_m, "bops_m": cost.bops_m,
+        "ops_m": cost.ops_m, "memory_mbit": cost.memory_mbit, "train_seconds": total_seconds,
+        "train_cost_value": value, "train_cost_unit": unit, "epochs": cfg.epochs * len(steps),
+        "kd_teacher": cfg.kd.teacher, "two_step": cfg.two_step, "resumed_from_epoch": resumed,
+        "history": history, "genotype": None if reference else str(searched),
+    })
+    if cfg.size:
+        metrics["size"] = cfg.size
+    if dist_utils.is_main():
+        atomic_torch_save({"model": net.state_dict(), "arch": record}, out / "model.pt")
+        _write_history_csv(out / "history.csv", history)
+    write_metrics(out / "metrics.json", metrics)
+    dist_utils.barrier()
+    return metrics
+
+
+def _write_history_csv(path: Path, history: list[dict[str, float]]) -> None:
+    """Per-epoch top-1/top-5 for `dvc plots` (epochs numbered across both steps)."""
+    from backbones.atomic import atomic_write_text
+    lines = ["epoch,phase,top1,top5"]
+    for i, h in enumerate(history):
+        lines.append(f"{i},{int(h.get('phase', 0))},{h.get('top1', float('nan')):.4f},"
+                     f"{h.get('top5', float('nan')):.4f}")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _search_metrics(path: Path) -> dict[str, Any]:
+    import json
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _method_of(search_metrics: Path, default: str) -> str:
+    return str(_search_metrics(search_metrics).get("method", default))
+
+
+def _ablation_of(search_metrics: Path) -> dict[str, Any] | None:
+    return _search_metrics(search_metrics).get("ablation")

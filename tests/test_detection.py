@@ -1,0 +1,317 @@
+"""Detection downstream: HarnessBackbone in real mmdet detectors, checkpoint init, smoke set,
+run_detection (train + CocoMetric eval + resume), and the Bi-Real ResNet-18 baseline.
+
+Everything is CPU- and 2-core-sized: C=4 NAS bodies, 64-px images, one epoch.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import backbones.resnet_bireal  # noqa: F401 - registers "bireal_resnet18" (until zoo imports it)
+from backbones.atomic import CheckpointError, atomic_torch_save
+from backbones.network import NASNetwork
+from backbones.registry import UnknownBackboneError, create_backbone, resolve_genotype
+from downstream.detection.smoke_data import generate_coco_smoke
+
+torch.set_num_threads(1)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "downstream" / "configs" / "detection"
+FRCNN_SMOKE = CONFIGS / "faster-rcnn_harness_fpn_smoke.py"
+RETINA_SMOKE = CONFIGS / "retinanet_harness_fpn_smoke.py"
+TINY_NAS = dict(genotype="darts_v2", C=4, layers=3, stem="imagenet")
+
+
+# ---------------------------------------------------------------- a user backbone (module:function)
+class _TinyUserNet(nn.Module):
+    """A minimal FeatureBackbone: two stride-2 convs then two more levels."""
+
+    def __init__(self, width: int = 8, num_classes: int = 10, stem: str = "imagenet") -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 4, 1), nn.BatchNorm2d(width), nn.ReLU())
+        self.stages = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(width * 2 ** i, width * 2 ** (i + 1), 3, 2, 1), nn.ReLU())
+            for i in range(3))
+        self.out_channels = [width * 2, width * 4, width * 8]
+        self.num_features = width * 8
+        self.classifier = nn.Linear(self.num_features, num_classes)
+
+    def forward_features(self, x):
+        x = self.stem(x)
+        outs = []
+        for stage in self.stages:
+            x = stage(x)
+            outs.append(x)
+        return tuple(outs)
+
+    def forward_embedding(self, x):
+        return self.forward_features(x)[-1].mean((2, 3))
+
+    def forward(self, x):
+        return self.classifier(self.forward_embedding(x))
+
+
+def tiny_user_backbone(**kwargs) -> nn.Module:
+    return _TinyUserNet(**kwargs)
+
+
+# ---------------------------------------------------------------- helpers
+@pytest.fixture(scope="module")
+def smoke_root(tmp_path_factory) -> Path:
+    return generate_coco_smoke(tmp_path_factory.mktemp("coco_smoke"), n_train=8, n_val=4,
+                               size=64, seed=0)
+
+
+def _build_detector(config: Path, backbone: str, kwargs: dict, tmp_path: Path):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    from downstream.detection.run import load_detection_config
+
+    register_all_modules(init_default_scope=True)
+    cfg, filled = load_detection_config(config, backbone, data_root=tmp_path / "data",
+                                        work_dir=tmp_path / "work", backbone_kwargs=kwargs)
+    return MODELS.build(cfg.model), cfg, filled
+
+
+def _forward_loss_and_predict(detector, num_classes: int = 3) -> None:
+    from mmdet.testing import demo_mm_inputs
+
+    packed = demo_mm_inputs(2, [[3, 64, 64], [3, 64, 48]], num_items=[2, 1],
+                            num_classes=num_classes)
+    detector.train()
+    data = detector.data_preprocessor(packed, True)
+    losses = detector.forward(**data, mode="loss")
+    total = sum(v.sum() if isinstance(v, torch.Tensor) else sum(t.sum() for t in v)
+                for k, v in losses.items() if "loss" in k)
+    assert torch.isfinite(total)
+    total.backward()
+    assert any(p.grad is not None for p in detector.backbone.parameters())
+    detector.eval()
+    with torch.no_grad():
+        data = detector.data_preprocessor(packed, False)
+        preds = detector.forward(**data, mode="predict")
+    assert len(preds) == 2
+    for p in preds:
+        assert p.pred_instances.bboxes.shape[-1] == 4
+        assert len(p.pred_instances.scores) == len(p.pred_instances.labels)
+
+
+def _nas_checkpoint(path: Path, *, C: int, layers: int, stem: str, num_classes: int = 10) -> dict:
+    torch.manual_seed(1)
+    net = NASNetwork(resolve_genotype("darts_v2"), C=C, layers=layers, stem=stem,
+                     num_classes=num_classes)
+    state = net.state_dict()
+    atomic_torch_save({"model": state, "arch": {"backbone": "nas", "kwargs": {
+        "genotype": resolve_genotype("darts_v2").to_dict(), "C": C, "layers": layers,
+        "stem": stem, "num_classes": num_classes}}}, path)
+    return state
+
+
+# ---------------------------------------------------------------- Bi-Real ResNet-18
+def test_bireal_resnet18_contract():
+    net = create_backbone("bireal_resnet18", width=8, num_classes=5, stem="imagenet")
+    x = torch.randn(2, 3, 64, 64)
+    feats = net.forward_features(x)
+    assert len(feats) == 4 and net.out_channels == [8, 16, 32, 64]
+    assert [f.shape[1] for f in feats] == net.out_channels
+    assert [64 // f.shape[-1] for f in feats] == [4, 8, 16, 32]
+    assert net.forward_embedding(x).shape == (2, net.num_features) == (2, 64)
+    out = net(x)
+    assert out.shape == (2, 5)
+    out.sum().backward()
+    from backbones.binary import BinaryConv2d
+    convs = [m for m in net.modules() if isinstance(m, BinaryConv2d)]
+    assert len(convs) == 16  # every 3x3 conv of the 8 basic blocks is binary
+    assert all(m.weight.grad is not None for m in convs)
+    # first conv and last FC stay real-valued
+    assert type(net.stem[0]) is nn.Conv2d and type(net.classifier) is nn.Linear
+    # out_indices and the CIFAR stem (stride 1, odd sizes stay aligned)
+    sub = create_backbone("bireal_resnet18", width=4, stem="cifar", out_indices=(1, 3))
+    feats = sub.forward_features(torch.randn(1, 3, 33, 33))
+    assert sub.out_channels == [8, 32] and [f.shape[1] for f in feats] == [8, 32]
+    assert [f.shape[-1] for f in feats] == [17, 5]
+    with pytest.raises(ValueError, match="out_indices"):
+        create_backbone("bireal_resnet18", width=4, out_indices=(4,))
+
+
+# ---------------------------------------------------------------- detectors from config
+def test_faster_rcnn_nas_backbone_loss_and_predict(tmp_path):
+    detector, cfg, filled = _build_detector(FRCNN_SMOKE, "nas", TINY_NAS, tmp_path)
+    body = detector.backbone.body
+    assert isinstance(body, NASNetwork)
+    assert cfg.model.neck.in_channels == body.out_channels == detector.backbone.out_channels
+    assert filled["strides"] == [8, 16, 32]
+    assert cfg.model.rpn_head.anchor_generator.strides == [8, 16, 32, 64, 128]
+    assert cfg.model.roi_head.bbox_roi_extractor.featmap_strides == [8, 16, 32, 64]
+    assert isinstance(body.classifier, nn.Identity)  # unused head removed
+    _forward_loss_and_predict(detector)
+
+
+def test_retinanet_user_backbone_module_function(tmp_path):
+    detector, cfg, filled = _build_detector(RETINA_SMOKE, "test_detection:tiny_user_backbone",
+                                            {"width": 4}, tmp_path)
+    assert isinstance(detector.backbone.body, _TinyUserNet)
+    assert filled["strides"] == [8, 16, 32]
+    assert cfg.model.neck.in_channels == [8, 16, 32] and cfg.model.neck.start_level == 0
+    assert cfg.model.bbox_head.anchor_generator.strides == [8, 16, 32, 64, 128]
+    _forward_loss_and_predict(detector)
+
+
+def test_bireal_in_faster_rcnn_and_frozen_stages(tmp_path):
+    detector, cfg, filled = _build_detector(
+        FRCNN_SMOKE, "bireal_resnet18", {"width": 4, "stem": "imagenet"}, tmp_path)
+    assert filled["strides"] == [4, 8, 16, 32] and cfg.model.neck.in_channels == [4, 8, 16, 32]
+    assert cfg.model.rpn_head.anchor_generator.strides == [4, 8, 16, 32, 64]
+    _forward_loss_and_predict(detector)
+
+    from downstream.detection.mmdet_backbone import HarnessBackbone
+    bb = HarnessBackbone("bireal_resnet18", {"width": 4}, frozen_stages=1, norm_eval=True)
+    bb.train()
+    assert not any(p.requires_grad for p in bb.body.stem.parameters())
+    assert not any(p.requires_grad for p in bb.body.stages[0].parameters())
+    assert all(p.requires_grad for p in bb.body.stages[1].parameters())
+    assert not any(m.training for m in bb.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_bad_backbone_name_is_one_clear_error(tmp_path, capsys):
+    from downstream.detection.run import main, run_detection
+
+    with pytest.raises(UnknownBackboneError, match=r"unknown backbone 'nass'.*did you mean 'nas'"):
+        run_detection("nass", config=FRCNN_SMOKE, work_dir=tmp_path / "w",
+                      data_root=tmp_path / "d")
+    rc = main(["--backbone", "no_such_net", "--config", str(FRCNN_SMOKE), "--work-dir",
+               str(tmp_path / "w"), "--data-root", str(tmp_path / "d")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: unknown backbone 'no_such_net'")
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    with pytest.raises(UnknownBackboneError, match="no module"):
+        run_detection("no.such.module:fn", config=FRCNN_SMOKE, work_dir=tmp_path / "w",
+                      data_root=tmp_path / "d")
+
+
+# ---------------------------------------------------------------- checkpoint init
+def test_checkpoint_init_skips_stem_and_classifier(tmp_path):
+    from downstream.detection.mmdet_backbone import HarnessBackbone
+
+    ckpt = tmp_path / "model.pt"
+    state = _nas_checkpoint(ckpt, C=4, layers=3, stem="cifar")
+    logs: list[str] = []
+    bb = HarnessBackbone("nas", {"stem": "imagenet"}, init_checkpoint=str(ckpt))
+    body = bb.body
+    # genotype / C / layers came from the checkpoint's arch
+    assert body.stem_kind == "imagenet" and len(body.cells) == 3
+    own = body.state_dict()
+    for key in ("cells.2.ops.0.op.0.op.1.weight", "cells.1.pre1.op.1.weight"):
+        assert torch.equal(own[key], state[key]), key
+    # stem-dependent tensors were skipped, not copied
+    assert own["stem0.0.weight"].shape != state["stem0.0.weight"].shape
+    from downstream.detection.body import init_from_checkpoint
+    counts = init_from_checkpoint(body, ckpt, backbone="nas",
+                                  kwargs={**TINY_NAS, "stem": "imagenet"}, logger=logs.append)
+    assert counts["skipped_classifier"] == 2 and counts["skipped_stem"] > 0
+    assert sum("stem-dependent" in line for line in logs) == 1
+    # same stem: everything but the classifier is loaded
+    same = HarnessBackbone("nas", {"stem": "cifar"}, init_checkpoint=str(ckpt))
+    own = same.body.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in state.items() if not k.startswith("classifier"))
+
+
+def test_checkpoint_shape_mismatch_names_the_tensor(tmp_path):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+
+    from downstream.detection.mmdet_backbone import HarnessBackbone
+    from downstream.detection.run import run_detection
+
+    register_all_modules(init_default_scope=True)
+    ckpt = tmp_path / "model.pt"
+    _nas_checkpoint(ckpt, C=4, layers=3, stem="imagenet")
+    with pytest.raises(CheckpointError) as info:  # C=6 overrides the checkpoint's C=4
+        HarnessBackbone("nas", {"stem": "imagenet", "C": 6}, init_checkpoint=str(ckpt))
+    msg = str(info.value)
+    assert "stem0.0.weight" in msg and "(2, 3, 3, 3)" in msg and "(3, 3, 3, 3)" in msg
+    # through the runner entry point: the same single error, before mmengine builds anything
+    with pytest.raises(CheckpointError, match=r"tensor 'stem0\.0\.weight' has shape"):
+        run_detection("nas", config=FRCNN_SMOKE, work_dir=tmp_path / "w",
+                      data_root=tmp_path / "d", backbone_kwargs={"C": 6},
+                      init_checkpoint=ckpt)
+    # a checkpoint of another architecture: a missing tensor is named too
+    with pytest.raises(CheckpointError, match="does not exist|lacks tensor"):
+        HarnessBackbone("nas", {"stem": "imagenet", "layers": 4}, init_checkpoint=str(ckpt))
+    # and from a plain mmdet model config
+    with pytest.raises(CheckpointError, match="stem0.0.weight"):
+        MODELS.build(dict(type="HarnessBackbone", backbone="nas",
+                          backbone_kwargs={"stem": "imagenet", "C": 6},
+                          init_checkpoint=str(ckpt)))
+    bad = tmp_path / "junk.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="weights-only"):
+        HarnessBackbone("nas", TINY_NAS, init_checkpoint=str(bad))
+
+
+# ---------------------------------------------------------------- smoke data
+def test_smoke_data_is_coco_and_deterministic(tmp_path):
+    a = generate_coco_smoke(tmp_path / "a", n_train=3, n_val=2, size=64, seed=3)
+    b = generate_coco_smoke(tmp_path / "b", n_train=3, n_val=2, size=64, seed=3)
+    c = generate_coco_smoke(tmp_path / "c", n_train=3, n_val=2, size=64, seed=4)
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert len(files) == 7
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    assert (a / "train/000000.jpg").read_bytes() != (c / "train/000000.jpg").read_bytes()
+    coco = json.loads((a / "annotations/instances_train.json").read_text())
+    assert {c["name"] for c in coco["categories"]} == {"square", "disc", "triangle"}
+    for ann in coco["annotations"]:
+        x, y, w, h = ann["bbox"]
+        assert 0 <= x and 0 <= y and x + w <= 64 and y + h <= 64 and 0 < ann["area"] <= w * h
+    from pycocotools.coco import COCO
+    assert len(COCO(str(a / "annotations/instances_val.json")).getImgIds()) == 2
+    mtime = (a / "annotations/instances_train.json").stat().st_mtime_ns
+    generate_coco_smoke(a, n_train=3, n_val=2, size=64, seed=3)  # reused, not rewritten
+    assert (a / "annotations/instances_train.json").stat().st_mtime_ns == mtime
+
+
+# ---------------------------------------------------------------- train + eval
+def test_tiny_train_eval_writes_metrics(tmp_path, smoke_root):
+    from downstream.detection.run import run_detection
+
+    t0 = time.perf_counter()
+    work = tmp_path / "work"
+    res = run_detection("nas", config=FRCNN_SMOKE, work_dir=work, data_root=smoke_root,
+                        backbone_kwargs=TINY_NAS, max_epochs=1, seed=0, method="darts_v2")
+    on_disk = json.loads((work / "metrics.json").read_text())
+    assert on_disk == res
+    assert res["stage"] == "detect" and res["method"] == "darts_v2" and res["seed"] == 0
+    assert res["detector"] == "faster_rcnn" and res["dataset"] == "coco_smoke"
+    assert 0.0 <= res["bbox_mAP"] <= 100.0 and 0.0 <= res["bbox_mAP_50"] <= 100.0
+    assert res["device_kind"] == "cpu" and res["profile"] == "smoke" and res["epochs"] == 1
+    assert res["train_seconds"] > 0
+    assert (work / "epoch_1.pth").is_file()
+    print(f"tiny train+eval: {time.perf_counter() - t0:.1f}s")
+
+
+@pytest.mark.slow
+def test_resume_after_kill_continues(tmp_path, smoke_root):
+    """A second call with more epochs resumes epoch_1.pth (mmengine's own history objects are
+    unpickled under the weights-only allow-list) instead of starting again."""
+    from downstream.detection.run import run_detection
+
+    work = tmp_path / "work"
+    kw = dict(config=RETINA_SMOKE, work_dir=work, data_root=smoke_root,
+              backbone_kwargs=TINY_NAS, seed=0)
+    run_detection("nas", max_epochs=1, **kw)
+    first = json.loads((work / "train_time.json").read_text())
+    res = run_detection("nas", max_epochs=2, **kw)
+    record = json.loads((work / "train_time.json").read_text())
+    assert record["1"] == first["1"] and record["2"] > record["1"]
+    assert res["epochs"] == 2 and res["train_seconds"] == pytest.approx(record["2"], abs=0.01)
+    logs = "".join(p.read_text() for p in work.glob("*/*.log"))
+    assert "resumed epoch: 1" in logs
+    # resuming a finished run only evaluates again
+    again = run_detection("nas", max_epochs=2, **kw)
+    assert again["bbox_mAP"] == res["bbox_mAP"]
