@@ -10,6 +10,8 @@ from backbones.genotypes import Genotype
 from backbones.network import NASNetwork
 from backbones.registry import register_backbone, resolve_genotype
 
+import backbones.resnet_bireal  # noqa: F401,E402 - registers "bireal_resnet18"
+
 
 @register_backbone("nas")
 def nas(genotype: Genotype | str | os.PathLike[str] = "darts_v2", **kwargs: Any) -> nn.Module:

@@ -29,11 +29,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [CheckpointError, GenotypeError, UnknownBackboneError,
                                          UnknownMethodError, ConfigError, DatasetError,
                                          NonFiniteLossError, OutputError]
-    try:
-        from harness.report import ReportError
-        errors.append(ReportError)
-    except ImportError:
-        pass
+    for module, name in (("harness.report", "ReportError"),
+                         ("downstream.reid.config", "ReIDConfigError"),
+                         ("downstream.reid.data", "ReIDDataError")):
+        try:
+            errors.append(getattr(__import__(module, fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
     return tuple(errors)
 
 

@@ -218,7 +218,7 @@ class DCPNAS(SearchMethod):
         self.p_aopt.zero_grad(set_to_none=True)
         logits_pv = parent(xv)
         arch_loss = F.cross_entropy(logits_pv, yv)
-        for a, g in zip(p_arch, torch.autograd.grad(arch_loss, p_arch)):
+        for a, g in zip(p_arch, tp.grad_or_zeros(arch_loss, p_arch)):
             a.grad = g
         average_gradients(p_arch)
         if cfg.decouple and self.has_bt:                     # Eq. 4.51 with dL/dalpha~^t
@@ -239,7 +239,8 @@ class DCPNAS(SearchMethod):
             parent_loss = F.cross_entropy(logits_pt, yt)
             weight_step(parent, p_weights, self.p_wopt, parent_loss, cfg.grad_clip)
         if take_tangent:                                     # same batch as the Child's pass
-            tangent = [-g for g in _mean_over_ranks([a.grad for a in p_arch])]
+            tangent = [-g for g in _mean_over_ranks(
+                [torch.zeros_like(a) if a.grad is None else a.grad for a in p_arch])]
             for a in p_arch:
                 a.grad = None
         logits_pv, logits_pt = logits_pv.detach(), logits_pt.detach()
@@ -307,8 +308,7 @@ class DCPNAS(SearchMethod):
             kl_v = tp.kl_parent_child(logits_cv, logits_pv)
             use_d = self.cfg.tangent and tangent is not None
             exact = use_d and self.cfg.second_order == "exact"
-            g_kl = list(torch.autograd.grad(kl_v, c_arch, create_graph=exact,
-                                            retain_graph=use_d))
+            g_kl = tp.grad_or_zeros(kl_v, c_arch, create_graph=exact, retain_graph=use_d)
             d = torch.zeros((), device=kl_v.device)
             total = [g.detach() for g in g_kl]
             if use_d:
@@ -350,7 +350,7 @@ class DCPNAS(SearchMethod):
         exact = use_d and cfg.second_order == "exact"
         grads = torch.autograd.grad(kl, c_arch + c_weights, create_graph=exact,
                                     retain_graph=use_d, allow_unused=True)
-        g_kl = list(grads[:len(c_arch)])
+        g_kl = [torch.zeros_like(a) if g is None else g for g, a in zip(grads, c_arch)]
         d = torch.zeros((), device=kl.device)
         total = [g.detach() for g in g_kl]
         if use_d:

@@ -49,6 +49,15 @@ def unflat(vector: Tensor, like: Tensors) -> list[Tensor]:
     return out
 
 
+def grad_or_zeros(outputs, inputs: Tensors, grad_outputs=None, **kwargs) -> list[Tensor]:
+    """torch.autograd.grad with zeros for inputs the outputs do not depend on (alpha_reduce of a
+    supernet with fewer than 3 cells has no reduction cell)."""
+    inputs = list(inputs)
+    grads = torch.autograd.grad(outputs, inputs, grad_outputs=grad_outputs, allow_unused=True,
+                                **kwargs)
+    return [torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs)]
+
+
 # ------------------------------------------------------------------------------------------
 # Objectives
 # ------------------------------------------------------------------------------------------
@@ -68,7 +77,7 @@ def tangent_direction(parent_logits: Tensor, target: Tensor, arch: Tensors, *,
     batch size, which only rescales mu.
     """
     ce = F.cross_entropy(parent_logits, target)
-    grads = torch.autograd.grad(ce, list(arch), retain_graph=retain_graph)
+    grads = grad_or_zeros(ce, arch, retain_graph=retain_graph)
     return [-g for g in grads]
 
 
@@ -153,8 +162,8 @@ def fisher_vector_product(child_logits: Tensor, arch: Tensors, v: Tensors, *,
         k = torch.multinomial(q, 1, generator=generator).squeeze(1)
         r = -q
         r[rows, k] += 1.0
-        grads = torch.autograd.grad(child_logits, arch, grad_outputs=r.to(child_logits.dtype),
-                                    retain_graph=retain_graph or i < samples - 1)
+        grads = grad_or_zeros(child_logits, arch, grad_outputs=r.to(child_logits.dtype),
+                              retain_graph=retain_graph or i < samples - 1)
         s = flat(grads)
         acc += s * (s @ v_flat)
     return unflat(-acc / (b * samples), arch)
@@ -166,8 +175,10 @@ def exact_hessian_vector_product(grads: Tensors, arch: Tensors, v: Tensors, *,
     be d G / d alpha_hat computed with ``create_graph=True``). The reference that the GGN
     approximation is checked against (``second_order="exact"``); about twice the cost of the
     GGN step on the tiny supernets."""
-    return list(torch.autograd.grad(list(grads), list(arch), grad_outputs=list(v),
-                                    retain_graph=retain_graph))
+    pairs = [(g, x) for g, x in zip(grads, v) if g.requires_grad]  # unused alpha: no graph
+    out = grad_or_zeros([g for g, _ in pairs], arch, grad_outputs=[x for _, x in pairs],
+                        retain_graph=retain_graph)
+    return out
 
 
 # ------------------------------------------------------------------------------------------

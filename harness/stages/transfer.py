@@ -1,0 +1,89 @@
+"""`harness transfer`: a backbone into an mmdet detector or a torchreid model.
+
+The backbone is a search run or reference backbone that `harness train` retrained (its
+model.pt gives the architecture and the initial weights), a registered backbone, or a user
+one as ``package.module:function`` (random init unless ``--checkpoint`` is given).
+The runners live in ``downstream/``; this module resolves names and settings only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from backbones.atomic import safe_torch_load
+from backbones.registry import UnknownBackboneError, _ensure_builtin_registered, list_backbones
+from harness.config import Params, build_dataclass
+from harness.stages.common import ensure_writable, run_dir
+
+
+@dataclass
+class DetectSection:
+    """profiles.<name>.detect"""
+    config: str = "downstream/configs/detection/faster-rcnn_harness_fpn_smoke.py"
+    data_root: str = "data/smoke/coco"
+    max_epochs: int | None = None
+    backbone_kwargs: dict[str, Any] = field(default_factory=lambda: {"stem": "imagenet"})
+    cfg_options: dict[str, Any] = field(default_factory=dict)
+    launcher: str = "none"           # "pytorch" under torchrun (mmengine's launcher)
+
+
+@dataclass
+class ReidSection:
+    """profiles.<name>.reid (``overrides`` are run_reid keyword arguments)."""
+    config: str = "downstream/configs/reid/smoke.yaml"
+    data_root: str = "data/smoke/reid"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_backbone(params: Params, name: str, seed: int,
+                     checkpoint: Path | None) -> tuple[str, Path | None]:
+    """(registry name or module:function, classification checkpoint to start from)."""
+    trained = run_dir(params, "train", name, seed) / "model.pt"
+    if checkpoint is None and trained.is_file():
+        arch = safe_torch_load(trained).get("arch") or {}
+        return str(arch.get("backbone", name)), trained
+    _ensure_builtin_registered()
+    if ":" in name or name in list_backbones():
+        return name, checkpoint
+    raise UnknownBackboneError(
+        f"backbone {name!r}: no retrained network at {trained} (run `harness train --run "
+        f"{name} --seed {seed}` first), and it is not a registered backbone "
+        f"({', '.join(list_backbones())}) or 'package.module:function'")
+
+
+def run_transfer(params: Params, *, task: str, backbone: str, seed: int = 0,
+                 checkpoint: Path | None = None, out_dir: Path | None = None,
+                 console: Console | None = None) -> dict[str, Any]:
+    console = console or Console(stderr=True)
+    spec, init = resolve_backbone(params, backbone, seed, checkpoint)
+    label = backbone.replace(":", "-")
+    stage = "detect" if task == "detection" else "reid"
+    work = ensure_writable(out_dir or run_dir(params, stage, label, seed))
+    prof = params.active
+    console.print(f"{task}: backbone {spec}"
+                  + (f" initialised from {init}" if init else " (random init)"))
+    if task == "detection":
+        d = build_dataclass(DetectSection, prof.detect, f"{params.source}: profiles."
+                            f"{params.profile}.detect")
+        from downstream.detection.run import run_detection
+        metrics = run_detection(spec, config=d.config, work_dir=work, data_root=Path(d.data_root),
+                                backbone_kwargs=dict(d.backbone_kwargs), init_checkpoint=init,
+                                max_epochs=d.max_epochs, seed=seed, launcher=d.launcher,
+                                cfg_options=dict(d.cfg_options), method=label,
+                                profile=params.profile)
+        console.print(f"[green]detection {label}: bbox mAP {metrics.get('bbox_mAP')} "
+                      f"mAP@50 {metrics.get('bbox_mAP_50')}")
+        return metrics
+    r = build_dataclass(ReidSection, prof.reid, f"{params.source}: profiles."
+                        f"{params.profile}.reid")
+    from downstream.reid.config import load_reid_config
+    from downstream.reid.run import run_reid
+    kwargs = load_reid_config(r.config, **r.overrides)
+    kwargs.update(profile=params.profile, seed=seed, method=label)
+    metrics = run_reid(spec, work_dir=work, data_root=r.data_root, init_checkpoint=init,
+                       **kwargs)
+    console.print(f"[green]re-ID {label}: mAP {metrics.get('mAP')} Rank-1 {metrics.get('rank1')}")
+    return metrics
