@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True)
 
@@ -59,10 +60,10 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from harness.stages.train import run_train
-    m = run_train(_params(args), args.run, args.seed,
+    m = run_train(_params(args), args.method, args.seed,
                   genotype_path=Path(args.genotype) if args.genotype else None, console=console)
     if _is_main():
-        console.print(f"[green]train {args.run} seed {args.seed}: top-1 {m['top1']:.2f}% "
+        console.print(f"[green]train {args.method} seed {args.seed}: top-1 {m['top1']:.2f}% "
                       f"top-5 {m['top5']:.2f}%, {m['params_m']:.3f} M params, "
                       f"{m['ops_m']:.2f} M OPs, {m['memory_mbit']:.2f} Mbit")
 
@@ -113,8 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_search)
 
     s = sub.add_parser("train", help="retrain the 1-bit network of a searched genotype")
-    s.add_argument("--run", required=True, help="search run name (method or ablation name), "
-                   "or a registered backbone (e.g. bireal_resnet18) to train as a reference")
+    # --method, not --run: torchrun would take --run as an abbreviation of its --run-path
+    s.add_argument("--method", "--run", dest="method", required=True,
+                   help="search run name (method or ablation name), or a registered backbone "
+                        "(e.g. bireal_resnet18) to train as a reference")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--genotype", default=None, help="genotype JSON (default: the search run's)")
     s.set_defaults(func=cmd_train)
@@ -144,7 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except _user_errors() as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        # escaped (a message like "expected [op, input]" is not rich markup) and unwrapped:
+        # one line, so that scripts and logs can grep it
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
     finally:
         from harness.dist_utils import shutdown

@@ -378,7 +378,8 @@ _NAMES = ("cifar10", "imagenet")
 
 def _check_name(cfg: DataConfig) -> None:
     if cfg.name not in _NAMES:
-        raise ValueError(f"unknown data set name {cfg.name!r}: expected one of {', '.join(_NAMES)}")
+        raise DatasetError(f"unknown data set name {cfg.name!r} (data.name in params.yaml): "
+                           f"expected one of {', '.join(_NAMES)}")
 
 
 def build_dataset(cfg: DataConfig, train: bool, augment: bool | None = None) -> Dataset:
@@ -426,7 +427,7 @@ def _prefix(indices: list[int], n: int | None, what: str) -> list[int]:
     if n is None:
         return indices
     if n <= 0:
-        raise ValueError(f"{what} must be positive, got {n}")
+        raise DatasetError(f"{what} must be positive, got {n} (data.{what} in params.yaml)")
     return indices[:n]
 
 
@@ -435,7 +436,7 @@ def _loader(ds: Dataset, indices: list[int], cfg: DataConfig, train: bool, seed:
     """One DataLoader over ``ds[indices]``; training loaders shuffle (seeded) and drop the last batch."""
     subset = Subset(ds, indices)
     if train and len(indices) < cfg.batch_size * (dist.get_world_size() if distributed else 1):
-        raise ValueError(f"the {what} split has {len(indices)} images, fewer than one batch of "
+        raise DatasetError(f"the {what} split has {len(indices)} images, fewer than one batch of "
                          f"{cfg.batch_size} per process: lower batch_size or raise the subset size")
     generator = torch.Generator().manual_seed(seed)  # shuffling and per-worker seeds
     sampler = None
@@ -465,7 +466,7 @@ def build_search_loaders(cfg: DataConfig, train_portion: float = 0.5, seed: int 
     from torch's RNG: per worker seeded from the generator, or the global RNG when num_workers=0.
     """
     if not 0.0 < train_portion < 1.0:
-        raise ValueError(f"train_portion must be in (0, 1), got {train_portion}")
+        raise DatasetError(f"search.train_portion must be in (0, 1), got {train_portion}")
     ds = build_dataset(cfg, train=True)
     indices = _prefix(_ordered_indices(ds), cfg.train_subset, "train_subset")
     split = int(math.floor(train_portion * len(indices)))

@@ -190,7 +190,7 @@ def test_bad_backbone_name_is_one_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error: unknown backbone 'no_such_net'")
     assert "Traceback" not in err and len(err.splitlines()) == 1
-    with pytest.raises(UnknownBackboneError, match="no module"):
+    with pytest.raises(UnknownBackboneError, match="cannot import module"):
         run_detection("no.such.module:fn", config=FRCNN_SMOKE, work_dir=tmp_path / "w",
                       data_root=tmp_path / "d")
 
@@ -207,8 +207,10 @@ def test_checkpoint_init_skips_stem_and_classifier(tmp_path):
     # genotype / C / layers came from the checkpoint's arch
     assert body.stem_kind == "imagenet" and len(body.cells) == 3
     own = body.state_dict()
-    for key in ("cells.2.ops.0.op.0.op.1.weight", "cells.1.pre1.op.1.weight"):
-        assert torch.equal(own[key], state[key]), key
+    stem_dependent = ("stem", "cells.0.pre0.", "cells.0.pre1.", "cells.1.pre0.", "classifier")
+    copied = [k for k in state if not k.startswith(stem_dependent)]
+    assert len(copied) > 250 and "cells.0.ops.0.op.0.op.1.1.weight" in copied
+    assert all(torch.equal(own[k], state[k]) for k in copied)
     # stem-dependent tensors were skipped, not copied
     assert own["stem0.0.weight"].shape != state["stem0.0.weight"].shape
     from downstream.detection.body import init_from_checkpoint
@@ -293,6 +295,14 @@ def test_tiny_train_eval_writes_metrics(tmp_path, smoke_root):
     assert res["train_seconds"] > 0
     assert (work / "epoch_1.pth").is_file()
     print(f"tiny train+eval: {time.perf_counter() - t0:.1f}s")
+    # the checkpoint mmengine resumes from loads weights-only under the run's scoped allow-list
+    # (HistoryBuffer + numpy scalars; no getattr), and only there
+    from downstream.detection.run import mmengine_safe_globals
+    with mmengine_safe_globals():
+        ckpt = torch.load(work / "epoch_1.pth", map_location="cpu", weights_only=True)
+    assert ckpt["meta"]["epoch"] == 1 and ckpt["message_hub"]["log_scalars"]
+    with pytest.raises(Exception, match="Weights only load failed"):
+        torch.load(work / "epoch_1.pth", map_location="cpu", weights_only=True)
 
 
 @pytest.mark.slow

@@ -52,7 +52,7 @@ def test_search_train_report(tmp_path):
         assert m["search_cost_unit"] == "CPU-hours" and m["device_kind"] == "cpu"
     m = json.loads((tmp_path / "runs/search/direct_bnas/seed0/metrics.json").read_text())
     assert m["epochs"] == 2 and len(m["alphas"]["normal"]) == 14 and m["search_seconds"] > 0
-    assert main(["--params", str(params), "train", "--run", "direct_bnas"]) == 0
+    assert main(["--params", str(params), "train", "--method", "direct_bnas"]) == 0
     t = json.loads((tmp_path / "runs/train/direct_bnas/seed0/metrics.json").read_text())
     assert 0 <= t["top1"] <= t["top5"] <= 100
     assert t["params_m"] > 0 and t["bops_m"] > 0 and t["ops_m"] == pytest.approx(

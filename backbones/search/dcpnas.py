@@ -32,6 +32,14 @@ Choices where the paper is silent (DARTS / PC-DARTS practice unless said otherwi
 - Gradients are batch means (the book sums over samples); all of them are averaged over the ranks
   of a distributed run before every optimizer step, and D is computed from the averaged
   gradients, so every rank takes identical steps.
+- Decoupled optimization runs once per step, after the Child's update (Algorithm 10 lists it in
+  both loops, but one DCP-NAS step holds one Parent and one Child update of the same alpha):
+  alpha^t is alpha at the start of the step, alpha^{t+1} the Child's updated alpha_hat, and the
+  ranking uses the Child's weight norms (the 1-bit weights the search is for). dL/dpsi~ needs
+  dL/dalpha at the backtracked alpha~^{t+1}: the first gradient taken there is the Parent's
+  validation gradient of the next step, which is used (Eq. 4.51 is then one step late).
+- The Fisher estimate draws its labels from a generator seeded by (seed, step, rank): resuming
+  from a checkpoint repeats the same draws.
 """
 from __future__ import annotations
 
@@ -77,15 +85,17 @@ class DCPNASConfig(CommonSearchConfig):
     second_order: str = "ggn"
     #: label draws per example for the Fisher estimate (each is one backward pass to alpha)
     ggn_samples: int = 1
-    #: weight of L_R = ||w_hat - beta sign(w_hat)||^2 summed over every binary weight (not a
-    #: mean), so it grows with the supernet: 5e-3 keeps lambda_r L_R at about the KL term's
-    #: size on C=16 / 8 cells (~20 vs ~2 at init) and its weight gradient small next to the
-    #: KL one; 5e3 (the book's number read literally) makes lambda_r L_R 1e6 times the KL term
-    #: and the clipped weight gradient is then pure L_R.
+    #: weight of L_R = ||w_hat - beta sign(w_hat)||^2, a sum over every binary weight (376 /
+    #: 1415 / 4370 at init for C=4, 3 cells / C=8, 5 cells / C=16, 8 cells). Measured on C=8,
+    #: 5 cells: at 5e-3, lambda_r L_R is 9-33x the KL *value* but its weight gradient is only
+    #: 0.2-0.35x the KL gradient's norm, so L_R regularises while KL still drives the weights;
+    #: 0.2 gives 8-14x and 5e3 (the book's "5e3" read literally) 2e5x the KL gradient: the
+    #: clipped weight update is then pure L_R. Hence the exponent is -3.
     lambda_r: float = 5e-3
-    #: weight of D. D compares architecture gradients (entries ~1e-2), so with mean-reduced
-    #: losses mu D's gradient is tiny; 0.2 (the book's other number) leaves it a few percent of
-    #: the KL gradient on alpha_hat.
+    #: weight of D. D compares architecture gradients (|dG/dalpha_hat| ~ 4e-2 over 224 entries),
+    #: so its gradient is small: measured on C=8, 5 cells, mu = 0.2 makes mu dD/dalpha_hat
+    #: 8-20% of dKL/dalpha_hat (norms); 5e-3 gives 0.2-0.5% (no effect), 5e3 2000x (D alone
+    #: steers alpha_hat).
     mu: float = 0.2
     #: backtracking threshold: an op type is backtracked when at least this fraction of the M
     #: op types have a smaller weight norm R(w_m) (0.5 = the top half; 0 = all)
@@ -96,8 +106,10 @@ class DCPNASConfig(CommonSearchConfig):
     #: eta_2 of eta = eta_1 eta_2: with psi~ ~ 1 and eta_1 = 3e-4 the backtracking adds about
     #: 3e-5 alpha^t per step, a ~2x drift of the backtracked alphas over a 50-epoch search
     eta2: float = 0.1
-    #: step size of the psi~ update (Eq. 4.51); dL/dpsi~ = eta alpha^t dL/dalpha~ is ~1e-7
-    eta_psi: float = 100.0
+    #: step size of the psi~ update (Eq. 4.51). dL/dpsi~ = eta alpha^t dL/dalpha~ is ~3e-5 x
+    #: 0.3 x 3e-3 ~ 3e-8 per entry and step, so 1e4 lets a consistent signal move psi~ by ~0.1
+    #: per CIFAR epoch (390 steps), while step-to-step noise adds up to ~0.1 over a search
+    eta_psi: float = 1e4
     #: initial value of psi~ (the paper does not say; 1 = backtrack by eta alpha^t at once)
     psi_init: float = 1.0
     #: batch of the Child's architecture step: val (bi-level, as DARTS) | train (single pass)

@@ -8,9 +8,11 @@ cells, 14 edges, 8 ops). Everything works on *lists* of tensors shaped like
 - ``tangent_direction``      d f~^P / d alpha, the Parent's tangent direction (Eq. 4.29)
 - ``kl_parent_child``        KL(Parent || Child) of the output distributions, -G (Eq. 4.26, 4.32)
 - ``distance``               D between the Child's gradient and the tangent (Eq. 4.31, Table 4.4)
-- ``fisher_vector_product``  the GGN / Fisher stand-in for the Hessian (Eqs. 4.36-4.41)
+- ``distance_and_direction`` D and v = dD/dg, the vector the Hessian multiplies in Eq. 4.33:
+                             dD/d alpha_hat = H_G(alpha_hat) v (assembled in
+                             ``DCPNAS._second_order_term``)
+- ``fisher_vector_product``  H_G v with the GGN / Fisher stand-in for the Hessian (Eqs. 4.36-4.41)
 - ``exact_hessian_vector_product``  the same product with the true Hessian (double backward)
-- ``distance_gradient``      dD/d alpha_hat = H_G(alpha_hat) . dD/dg (Eq. 4.33)
 - ``psi_update``, ``backtrack_mask``, ``backtrack``, ``psi_gradient``: the decoupled
   optimization (Eqs. 4.50-4.53)
 - ``op_weight_norms``        R(w) = ||w||^2 of every (edge, op), without host syncs

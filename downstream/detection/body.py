@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from backbones.atomic import CheckpointError, safe_torch_load
+import backbones.resnet_bireal  # noqa: F401 - registers "bireal_resnet18"
 from backbones.genotypes import Genotype
 from backbones.registry import check_feature_backbone, create_backbone
 

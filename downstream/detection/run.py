@@ -45,24 +45,59 @@ HARNESS_ERRORS = (UnknownBackboneError, CheckpointError, GenotypeError, FileNotF
 
 
 # --------------------------------------------------------------------------- resume under torch>=2.6
-def mmengine_checkpoint_globals() -> list[Any]:
-    """What mmengine's own checkpoints pickle besides tensors: exactly these are allow-listed for
-    ``torch.load(weights_only=True)`` while the Runner resumes (mmengine issue 1655).
+# torch >= 2.6 loads with weights_only=True by default, and mmengine 0.10.7 resumes with a plain
+# torch.load (mmengine issue 1655). What its checkpoints pickle besides tensors:
+# - the message hub's ``HistoryBuffer`` objects, whose __getstate__ also pickles the class-level
+#   dict of statistics functions -- as ``getattr(HistoryBuffer, 'min')``, i.e. the global
+#   ``builtins.getattr``, which must not be allow-listed (with it a file can fetch arbitrary
+#   attributes of allow-listed objects and plant them as callables);
+# - numpy arrays (the buffers' histories) and numpy scalars (runtime info: 'eta').
+# So checkpoints written by ``run_detection`` store each HistoryBuffer as
+# ``HistoryBuffer(log_history: list, count_history: list, max_length: int)`` (no getattr, no
+# numpy; ``__setstate__`` re-installs the default statistics anyway), and resuming allow-lists,
+# for the duration of the run only, HistoryBuffer plus numpy's scalar reconstruction.
 
-    - ``mmengine.logging.HistoryBuffer``: the message hub's smoothed log scalars;
-    - numpy arrays / scalars / dtypes inside those buffers and the runtime info.
-    """
+
+class _PortableHistoryBuffer:
+    """Pickles as a call of the allow-listed HistoryBuffer class on plain lists."""
+
+    def __init__(self, buf: Any) -> None:
+        self.buf = buf
+
+    def __reduce__(self) -> tuple:
+        from mmengine.logging import HistoryBuffer
+
+        return (HistoryBuffer, ([float(v) for v in self.buf._log_history],
+                                [int(v) for v in self.buf._count_history],
+                                int(self.buf.max_length)))
+
+
+def make_checkpoint_portable(checkpoint: dict) -> None:
+    """Rewrite the message hub's HistoryBuffers of an mmengine checkpoint (in place, before it
+    is saved) so that it loads with ``weights_only=True`` and no ``getattr`` global."""
+    from mmengine.logging import HistoryBuffer
+
+    hub = checkpoint.get("message_hub")
+    if isinstance(hub, dict) and isinstance(hub.get("log_scalars"), dict):
+        for key, value in list(hub["log_scalars"].items()):
+            if isinstance(value, HistoryBuffer):
+                hub["log_scalars"][key] = _PortableHistoryBuffer(value)
+
+
+def mmengine_checkpoint_globals() -> list[Any]:
+    """Exactly what the checkpoints written by run_detection need beyond torch's defaults
+    (``collections.Counter`` of the MultiStepLR milestones and ``_codecs.encode`` are torch
+    defaults): HistoryBuffer, and numpy scalars with their dtype (``runtime_info['eta']``)."""
     import numpy as np
     from mmengine.logging import HistoryBuffer
 
     try:
-        from numpy._core.multiarray import _reconstruct, scalar
+        from numpy._core.multiarray import scalar
     except ImportError:  # numpy < 2
-        from numpy.core.multiarray import _reconstruct, scalar  # type: ignore[no-redef]
-    dtype_classes = [type(np.dtype(t)) for t in
-                     ("float64", "float32", "float16", "int64", "int32", "int16", "int8",
-                      "uint8", "bool")]
-    return [HistoryBuffer, np.ndarray, np.dtype, _reconstruct, scalar, *dtype_classes]
+        from numpy.core.multiarray import scalar  # type: ignore[no-redef]
+    # BUILD of a dtype needs its concrete class (numpy.dtypes.Float64DType for 'eta')
+    dtype_classes = [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32")]
+    return [HistoryBuffer, np.dtype, scalar, *dtype_classes]
 
 
 @contextlib.contextmanager
@@ -178,6 +213,9 @@ def _make_hook(work_dir: Path) -> Any:
             if is_main_process():
                 atomic_write_json(self.path, self.record)
 
+        def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+            make_checkpoint_portable(checkpoint)
+
         def after_val_epoch(self, runner, metrics=None) -> None:
             if metrics is not None:
                 self.val[runner.epoch] = dict(metrics)
@@ -260,6 +298,13 @@ def load_detection_config(config: str | os.PathLike[str], backbone: str, *, data
         cfg.train_cfg.max_epochs = int(max_epochs)
     cfg.work_dir = str(work_dir)
     cfg.launcher = launcher
+    if launcher != "none" and not torch.cuda.is_available():
+        # mmengine 0.10.7's launchers call torch.cuda.set_device and wrap the model with
+        # device_ids=[LOCAL_RANK]: on CPU, run_detection initialises gloo itself (see
+        # _init_cpu_distributed) and DDP gets device_ids=None
+        cfg.model_wrapper_cfg = dict(
+            type="MMDistributedDataParallel", device_ids=None, broadcast_buffers=False,
+            find_unused_parameters=bool(cfg.get("find_unused_parameters", False)))
     cfg.resume = bool(resume)
     cfg.load_from = None
     cfg.randomness = dict(seed=int(seed), deterministic=False)
@@ -289,6 +334,8 @@ def run_detection(backbone: str, *, config: str | os.PathLike[str], work_dir: Pa
         max_epochs=max_epochs, seed=seed, launcher=launcher, resume=resume,
         cfg_options=cfg_options)
     work_dir.mkdir(parents=True, exist_ok=True)
+    if launcher != "none" and not torch.cuda.is_available():
+        _init_cpu_distributed(launcher)
     runner = Runner.from_cfg(cfg)
     hook = _make_hook(work_dir)
     runner.register_hook(hook)
@@ -329,6 +376,18 @@ def run_detection(backbone: str, *, config: str | os.PathLike[str], work_dir: Pa
     if is_main_process():
         atomic_write_json(work_dir / METRICS_FILE, result)
     return result
+
+
+def _init_cpu_distributed(launcher: str) -> None:
+    """CPU-only distributed run (torchrun on a machine without GPUs): a gloo process group from
+    the torchrun environment, created before mmengine's Runner (which then uses it)."""
+    import torch.distributed as dist
+
+    if launcher != "pytorch":
+        raise ValueError(f"launcher {launcher!r} needs GPUs with mmengine 0.10.7; on CPU use "
+                         f"'pytorch' (torchrun) or 'none'")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="gloo")
 
 
 def _jsonable(obj: Any) -> Any:

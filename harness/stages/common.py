@@ -1,6 +1,7 @@
 """What the search and train stages share: run folders, seeding, data config, metrics files."""
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from pathlib import Path
@@ -60,3 +61,40 @@ def common_metrics(params: Params, stage: str, method: str, seed: int,
 def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
     if dist_utils.is_main():
         atomic_write_json(path, metrics)
+
+
+#: Set to a folder to make every rank write ``<folder>/<stage>.rank<k>.json`` at the end of a
+#: stage: its genotype, alpha, a digest of its weights and the sample indices its data loader
+#: drew. Off by default; the distributed tests use it to check that the ranks agree.
+DEBUG_DUMP_ENV = "HARNESS_DEBUG_DUMP"
+
+
+def param_digest(*modules: torch.nn.Module) -> str:
+    """sha256 of the parameters (names, shapes, values) of ``modules``: equal across ranks iff
+    the ranks hold the same weights (buffers such as BN running statistics are left out: DDP
+    syncs them from rank 0 at each forward, so after the last step they may differ)."""
+    h = hashlib.sha256()
+    for module in modules:
+        for name, p in module.named_parameters():
+            t = p.detach().cpu().contiguous()
+            h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+            h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def sampler_indices(loader: Any) -> list[int] | None:
+    """The indices a DistributedSampler gives this rank for its current epoch (None when the
+    loader has no DistributedSampler: listing a RandomSampler would consume its generator)."""
+    from torch.utils.data import DistributedSampler
+    sampler = getattr(loader, "sampler", None)
+    return [int(i) for i in sampler] if isinstance(sampler, DistributedSampler) else None
+
+
+def debug_dump(stage: str, payload: dict[str, Any]) -> None:
+    """Write this rank's view of the run when ``$HARNESS_DEBUG_DUMP`` is set (see above)."""
+    folder = os.environ.get(DEBUG_DUMP_ENV)
+    if not folder:
+        return
+    rank = dist_utils.rank()
+    atomic_write_json(Path(folder) / f"{stage}.rank{rank}.json",
+                      {"rank": rank, "world_size": dist_utils.world_size(), **payload})

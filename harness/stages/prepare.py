@@ -1,9 +1,9 @@
 """`harness prepare`: generate the smoke data sets in the real formats, or check real ones.
 
-Smoke profile: CIFAR-10 pickles (cifar-10-batches-py), a COCO-json detection set and a
+Always: CIFAR-10 pickles (cifar-10-batches-py), a COCO-json detection set and a
 Market-1501 re-ID set, all generated deterministically under <paths.data>/smoke, so the real
 loaders (ours for CIFAR, mmdet's CocoDataset, torchreid's Market1501) are always exercised.
-Other profiles: nothing is downloaded; the data root is checked and a clear error names what
+Then the active profile's classification data root is checked (nothing is downloaded) and a clear error names what
 is missing.
 """
 from __future__ import annotations
@@ -14,8 +14,11 @@ from typing import Any
 from rich.console import Console
 
 from backbones.atomic import atomic_write_json
+from downstream.detection.smoke_data import generate_coco_smoke
+from downstream.reid.smoke_data import generate_market_smoke
 from harness.config import Params
 from harness.data import CIFAR10Pickle, generate_cifar_like, imagenet_folder
+from harness.stages.common import ensure_writable
 
 
 def smoke_root(params: Params) -> Path:
@@ -26,28 +29,17 @@ def run_prepare(params: Params, seed: int = 0, console: Console | None = None) -
     console = console or Console(stderr=True)
     prof = params.active
     made: dict[str, Any] = {}
-    if params.profile == "smoke":
-        root = smoke_root(params)
-        sd = prof.smoke_data
-        console.print(f"generating smoke data under {root}")
-        made["cifar10"] = str(generate_cifar_like(root / "cifar10", n_train=sd.cifar_train,
-                                                  n_test=sd.cifar_test, seed=seed))
-        try:
-            from downstream.detection.smoke_data import generate_coco_smoke
-        except ImportError:
-            generate_coco_smoke = None  # type: ignore[assignment]
-        if generate_coco_smoke is not None:
-            made["coco"] = str(generate_coco_smoke(root / "coco", n_train=sd.coco_train,
-                                                   n_val=sd.coco_val, size=sd.coco_size,
-                                                   seed=seed))
-        try:
-            from downstream.reid.smoke_data import generate_market_smoke
-        except ImportError:
-            generate_market_smoke = None  # type: ignore[assignment]
-        if generate_market_smoke is not None:
-            made["market1501"] = str(generate_market_smoke(root / "reid", n_ids=sd.market_ids,
-                                                           n_cams=sd.market_cams, seed=seed))
-        atomic_write_json(root / "MANIFEST.json", {"seed": seed, "datasets": made})
+    # smoke data is cheap and made for every profile (the tests and smoke stages use it)
+    root = ensure_writable(smoke_root(params))
+    sd = prof.smoke_data
+    console.print(f"generating smoke data under {root}")
+    made["cifar10"] = str(generate_cifar_like(root / "cifar10", n_train=sd.cifar_train,
+                                              n_test=sd.cifar_test, seed=seed))
+    made["coco"] = str(generate_coco_smoke(root / "coco", n_train=sd.coco_train,
+                                           n_val=sd.coco_val, size=sd.coco_size, seed=seed))
+    made["market1501"] = str(generate_market_smoke(root / "reid", n_ids=sd.market_ids,
+                                                   n_cams=sd.market_cams, seed=seed))
+    atomic_write_json(root / "MANIFEST.json", {"seed": seed, "datasets": made})
     # whatever the profile, the classification data must load through the real loader
     data = prof.data
     if data.name == "cifar10":

@@ -20,8 +20,9 @@ from harness.config import Params, method_config
 from harness.costs import device_info, peak_memory_mb, reset_peak_memory, run_cost
 from harness.data import build_search_loaders, infer_num_classes
 from harness.engine import fingerprint, run_loop, set_loader_epoch
-from harness.stages.common import (common_metrics, data_config, ensure_writable, run_dir,
-                                   seed_everything, write_metrics)
+from harness.stages.common import (common_metrics, data_config, debug_dump, ensure_writable,
+                                   param_digest, run_dir, sampler_indices, seed_everything,
+                                   write_metrics)
 
 
 class SearchTask:
@@ -136,6 +137,12 @@ def run_search(params: Params, method: str, seed: int, *,
         "alphas": searcher.alphas(), "resumed_from_epoch": resumed,
         "final": history[-1] if history else {}, "history": history,
     })
+    debug_dump("search", {
+        "genotype": genotype.to_dict(), "alphas": searcher.alphas(),
+        "weights_digest": param_digest(*searcher.modules()),
+        "train_sampler": None if train_loader is None else type(train_loader.sampler).__name__,
+        "train_indices": sampler_indices(train_loader),
+        "val_indices": sampler_indices(val_loader)})
     if dist_utils.is_main():
         atomic_write_text(out / "genotype.json", genotype.to_json())
     write_metrics(out / "metrics.json", metrics)

@@ -30,8 +30,9 @@ from harness.config import ConfigError, KDSection, Params, TrainSection
 from harness.costs import device_info, model_cost, run_cost
 from harness.data import build_train_loaders
 from harness.engine import fingerprint, run_loop, set_loader_epoch
-from harness.stages.common import (common_metrics, data_config, ensure_writable, run_dir,
-                                   seed_everything, write_metrics)
+from harness.stages.common import (common_metrics, data_config, debug_dump, ensure_writable,
+                                   param_digest, run_dir, sampler_indices, seed_everything,
+                                   write_metrics)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -152,6 +153,19 @@ def _registered_backbones() -> list[str]:
     return list_backbones()
 
 
+def _unknown_run(name: str, params: Params, searched: Path) -> None:
+    """`--run` names neither a search run (with its genotype) nor a registered backbone."""
+    import difflib
+
+    from backbones.registry import UnknownBackboneError
+    known = sorted(set(params.search_runs) | set(params.ablations)) + _registered_backbones()
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise UnknownBackboneError(
+        f"--run {name!r} is neither a search run of {params.source} (no genotype at {searched}) "
+        f"nor a registered backbone (one of {', '.join(known)}){hint}")
+
+
 def _build_teacher(kd: KDSection, genotype: Genotype | None, cfg: TrainSection,
                    num_classes: int) -> nn.Module:
     if kd.teacher == "real_nas":
@@ -180,6 +194,9 @@ def run_train(params: Params, name: str, seed: int, *,
     searched = genotype_path or run_dir(params, "search", name, seed) / "genotype.json"
     reference = (genotype_path is None and name not in params.search_runs
                  and not searched.is_file() and name in _registered_backbones())
+    if (not reference and genotype_path is None and not searched.is_file()
+            and name not in params.search_runs and name not in params.ablations):
+        _unknown_run(name, params, searched)
     genotype = None if reference else Genotype.load(searched)
     search_metrics_path = searched.parent / "metrics.json"
     out = run_dir(params, "train", name, seed)
@@ -259,6 +276,11 @@ def run_train(params: Params, name: str, seed: int, *,
     })
     if cfg.size:
         metrics["size"] = cfg.size
+    debug_dump("train", {
+        "model_wrapper": type(model).__name__, "weights_digest": param_digest(net),
+        "train_sampler": type(train_loader.sampler).__name__,
+        "train_indices": sampler_indices(train_loader),
+        "test_indices": sampler_indices(test_loader), "top1": top1, "lr": lr})
     if dist_utils.is_main():
         atomic_torch_save({"model": net.state_dict(), "arch": record}, out / "model.pt")
         _write_history_csv(out / "history.csv", history)
