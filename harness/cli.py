@@ -142,8 +142,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _set_threads() -> None:
+    """One intra-op thread on CPU unless told otherwise (HARNESS_THREADS or OMP_NUM_THREADS):
+    the smoke networks are tiny, and oversubscribed OpenMP threads made runs 5-10x slower on
+    a busy 2-core machine. Set HARNESS_THREADS=N for large CPU runs."""
+    import torch
+    wanted = os.environ.get("HARNESS_THREADS") or os.environ.get("OMP_NUM_THREADS") or "1"
+    if not torch.cuda.is_available():
+        torch.set_num_threads(max(1, int(wanted)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "report":
+        _set_threads()
     try:
         args.func(args)
     except _user_errors() as exc:

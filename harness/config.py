@@ -91,7 +91,10 @@ def build_dataclass(cls: type[T], data: Any, where: str) -> T:
         if not _type_ok(value, typ):
             raise ConfigError(f"{where}.{key}: expected {_type_name(typ)}, got {value!r}")
         kwargs[key] = float(value) if typ is float else value
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:  # a Config's own __post_init__ checks
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 # ---- sections -----------------------------------------------------------------------------
@@ -156,6 +159,7 @@ class TrainSection:
     step2_weight_decay: float = 0.0
     max_steps_per_epoch: int | None = None
     size: str | None = None          # "S" / "L": which DCP-NAS model size a run stands for
+    reference_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {width: 16}
     kd: KDSection = field(default_factory=KDSection)
 
 

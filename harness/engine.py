@@ -101,8 +101,13 @@ def run_loop(task: LoopTask, *, epochs: int, checkpoint: Path, desc: str,
         for epoch in range(start_epoch, epochs):
             task.begin_epoch(epoch, epochs)
             progress.reset(bar_steps, total=task.steps_in_epoch())
+            sums: dict[str, float] = {}
+            n_steps = 0
             for step, batch in enumerate(task.batches(epoch)):
                 logs = task.step(batch)
+                n_steps += 1
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
                 loss = logs.get("loss")
                 if loss is not None and not math.isfinite(loss):
                     where = (f"epoch {epoch} step {step}" + (
@@ -113,7 +118,9 @@ def run_loop(task: LoopTask, *, epochs: int, checkpoint: Path, desc: str,
                                              f"the learning rate or check the data.")
                 progress.update(bar_steps, advance=1,
                                 info=" ".join(f"{k}={v:.3g}" for k, v in logs.items()))
-            logs = {"epoch": float(epoch), **task.end_epoch(epoch)}
+            # per-epoch means of the step scalars, then what the epoch's end reports
+            logs = {"epoch": float(epoch), **{k: v / max(n_steps, 1) for k, v in sums.items()},
+                    **task.end_epoch(epoch)}
             result.history.append(logs)
             seconds = elapsed_before + time.perf_counter() - t0
             if dist_utils.is_main():

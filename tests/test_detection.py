@@ -325,3 +325,24 @@ def test_resume_after_kill_continues(tmp_path, smoke_root):
     # resuming a finished run only evaluates again
     again = run_detection("nas", max_epochs=2, **kw)
     assert again["bbox_mAP"] == res["bbox_mAP"]
+
+
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(tmp_path, smoke_root):
+    """launcher='pytorch' under torchrun on a machine without GPUs (gloo, DDP device_ids=None)."""
+    import os
+    import subprocess
+    import sys
+
+    work = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "downstream.detection.run", "--launcher", "pytorch", "--backbone", "nas",
+           "--config", str(FRCNN_SMOKE), "--work-dir", str(work), "--data-root", str(smoke_root),
+           "--backbone-kwargs", json.dumps(TINY_NAS), "--max-epochs", "1"]
+    proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads((work / "metrics.json").read_text())
+    assert 0.0 <= res["bbox_mAP"] <= 100.0 and res["device_kind"] == "cpu"
+    assert proc.stdout.count('"method"') == 1  # one summary line (rank 0)

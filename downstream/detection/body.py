@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from backbones.atomic import CheckpointError, safe_torch_load
 import backbones.resnet_bireal  # noqa: F401 - registers "bireal_resnet18"
+from backbones.atomic import CheckpointError, safe_torch_load
 from backbones.genotypes import Genotype
 from backbones.registry import check_feature_backbone, create_backbone
 
@@ -87,8 +87,10 @@ def resolve_backbone_kwargs(backbone: str, backbone_kwargs: Mapping[str, Any] | 
     kwargs: dict[str, Any] = {}
     if init_checkpoint is not None:
         ckpt = read_classification_checkpoint(init_checkpoint)
-        if ckpt.backbone == backbone:
-            kwargs.update(ckpt.kwargs)
+        if ckpt.backbone is not None and ckpt.backbone != backbone:
+            raise CheckpointError(f"{ckpt.path}: checkpoint was trained for backbone "
+                                  f"{ckpt.backbone!r}, but the detector uses {backbone!r}")
+        kwargs.update(ckpt.kwargs)
     kwargs.update(backbone_kwargs or {})
     return kwargs
 

@@ -67,6 +67,15 @@ class HarnessBackbone(BaseModule):
                         if frozen_stages >= 0 else [])
         self._freeze_stages()
 
+    def init_weights(self) -> None:
+        """The body was initialised by its constructor and, with ``init_checkpoint``, from the
+        checkpoint: never re-initialise it (a body's own ``init_weights``, as timm models have,
+        would undo the checkpoint). An explicit ``init_cfg`` is still honoured."""
+        if self.init_cfg is not None:
+            super().init_weights()
+        else:
+            self.is_init = True
+
     def _freeze_stages(self) -> None:
         for group in self._frozen:
             for module in group:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import os
 import sys
@@ -236,13 +235,14 @@ def _pct(v: Any) -> float | None:
 
 def extract_bbox_metrics(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """bbox_mAP / bbox_mAP_50 in percent from CocoMetric (``coco/bbox_mAP*``, 0-1), or from
-    VOCMetric (``pascal_voc/mAP`` is AP at IoU 0.5: bbox_mAP_50, bbox_mAP is None)."""
+    VOCMetric: VOC's mAP is defined at IoU 0.5 (``pascal_voc/mAP``, the number the papers
+    report for VOC), so both keys hold it and ``metric`` says "voc"."""
     if "coco/bbox_mAP" in metrics:
-        return {"bbox_mAP": _pct(metrics["coco/bbox_mAP"]),
-                "bbox_mAP_50": _pct(metrics.get("coco/bbox_mAP_50")), "metric": "coco"}
+        return {"bbox_mAP": _pct(metrics["coco/bbox_mAP"]) or 0.0,
+                "bbox_mAP_50": _pct(metrics.get("coco/bbox_mAP_50")) or 0.0, "metric": "coco"}
     if "pascal_voc/mAP" in metrics:
-        return {"bbox_mAP": None, "bbox_mAP_50": _pct(metrics["pascal_voc/mAP"]),
-                "metric": "voc"}
+        ap50 = _pct(metrics["pascal_voc/mAP"]) or 0.0
+        return {"bbox_mAP": ap50, "bbox_mAP_50": ap50, "metric": "voc"}
     # CocoMetric logs "The testing results of the whole dataset is empty" and returns no
     # bbox keys when the detector predicted nothing at all: that is an mAP of 0
     return {"bbox_mAP": 0.0, "bbox_mAP_50": 0.0, "metric": "coco (no detections)"}
@@ -333,6 +333,10 @@ def run_detection(backbone: str, *, config: str | os.PathLike[str], work_dir: Pa
         backbone_kwargs=backbone_kwargs, init_checkpoint=init_checkpoint,
         max_epochs=max_epochs, seed=seed, launcher=launcher, resume=resume,
         cfg_options=cfg_options)
+    if not Path(data_root).is_dir():
+        raise FileNotFoundError(f"detection data root {data_root} not found (for the smoke set: "
+                                f"downstream.detection.smoke_data.generate_coco_smoke(root) or "
+                                f"--smoke-data)")
     work_dir.mkdir(parents=True, exist_ok=True)
     if launcher != "none" and not torch.cuda.is_available():
         _init_cpu_distributed(launcher)
@@ -445,8 +449,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HARNESS_ERRORS as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({k: result[k] for k in ("method", "detector", "dataset", "bbox_mAP",
-                                             "bbox_mAP_50", "train_seconds", "device")}))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: result[k] for k in ("method", "detector", "dataset", "bbox_mAP",
+                                                 "bbox_mAP_50", "train_seconds", "device")}))
     return 0
 
 

@@ -143,7 +143,8 @@ def arch_record(genotype: Genotype, cfg: TrainSection, num_classes: int,
 
 def build_from_record(arch: dict[str, Any]) -> nn.Module:
     kwargs = dict(arch["kwargs"])
-    kwargs["genotype"] = Genotype.from_dict(kwargs["genotype"], "checkpoint arch record")
+    if isinstance(kwargs.get("genotype"), dict):
+        kwargs["genotype"] = Genotype.from_dict(kwargs["genotype"], "checkpoint arch record")
     return create_backbone(arch["backbone"], **kwargs)
 
 
@@ -240,7 +241,8 @@ def run_train(params: Params, name: str, seed: int, *,
 
     seed_everything(seed)
     record = (arch_record(genotype, cfg, num_classes) if genotype is not None else
-              {"backbone": name, "kwargs": {"num_classes": num_classes, "stem": cfg.stem}})
+              {"backbone": name, "kwargs": {"num_classes": num_classes, "stem": cfg.stem,
+                                            **cfg.reference_kwargs}})
     net = build_from_record(record).to(device)
     steps = [("step1", False, cfg.weight_decay), ("step2", True, cfg.step2_weight_decay)] \
         if cfg.two_step else [("train", True, cfg.weight_decay)]

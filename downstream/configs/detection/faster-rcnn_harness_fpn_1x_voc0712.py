@@ -1,7 +1,8 @@
 # Faster R-CNN + FPN, PASCAL VOC 07+12 trainval -> VOC 2007 test, mmdet's VOC schedule
 # (4 epochs over the 07+12 set repeated 3 times = 12 epochs, step at 3), with a 1-bit harness
 # backbone. Data: <data_root>/VOC2007, <data_root>/VOC2012 (default data/VOCdevkit/).
-# Metric: VOC 11-point mAP at IoU 0.5 (metrics.json: bbox_mAP_50; bbox_mAP is null).
+# Metric: VOC 11-point mAP at IoU 0.5 (metrics.json: bbox_mAP = bbox_mAP_50 = it,
+# metric = "voc").
 _base_ = 'mmdet::pascal_voc/faster-rcnn_r50_fpn_1x_voc0712.py'
 custom_imports = dict(imports=['downstream.detection.mmdet_backbone'], allow_failed_imports=False)
 detector_name = 'faster_rcnn'

@@ -1,6 +1,6 @@
 # RetinaNet + FPN (P3-P7), PASCAL VOC 07+12 -> VOC 2007 test, mmdet's VOC schedule (4 epochs x
 # 3 repeats = 12 epochs), with a 1-bit harness backbone. Data as in
-# faster-rcnn_harness_fpn_1x_voc0712.py. Metric: VOC mAP at IoU 0.5 (bbox_mAP_50).
+# faster-rcnn_harness_fpn_1x_voc0712.py. Metric: VOC mAP at IoU 0.5 (bbox_mAP = bbox_mAP_50).
 _base_ = 'mmdet::pascal_voc/retinanet_r50_fpn_1x_voc0712.py'
 custom_imports = dict(imports=['downstream.detection.mmdet_backbone'], allow_failed_imports=False)
 detector_name = 'retinanet'
