@@ -51,18 +51,20 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
+    from harness.dist_utils import is_main
     from harness.stages.search import run_search
     m = run_search(_params(args), args.method, args.seed, console=console)
-    if _is_main():
+    if is_main():
         console.print(f"[green]search {m['run']} seed {args.seed}: {m['search_seconds']:.1f} s "
                       f"on {m['device']}; genotype written")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    from harness.dist_utils import is_main
     from harness.stages.train import run_train
     m = run_train(_params(args), args.method, args.seed,
                   genotype_path=Path(args.genotype) if args.genotype else None, console=console)
-    if _is_main():
+    if is_main():
         console.print(f"[green]train {args.method} seed {args.seed}: top-1 {m['top1']:.2f}% "
                       f"top-5 {m['top5']:.2f}%, {m['params_m']:.3f} M params, "
                       f"{m['ops_m']:.2f} M OPs, {m['memory_mbit']:.2f} Mbit")
@@ -91,10 +93,6 @@ def cmd_list(args: argparse.Namespace) -> None:
     out.print("[bold]search methods:[/] " + ", ".join(list_search_methods()))
     out.print("[bold]backbones:[/] " + ", ".join(list_backbones())
               + ", or 'package.module:function'")
-
-
-def _is_main() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -266,10 +266,11 @@ def run_train(params: Params, name: str, seed: int, *,
     cost = model_cost(net, in_size)
     desc, kind = device_info(device)
     value, unit = run_cost(total_seconds, kind, world)
-    metrics = common_metrics(params, "train", _method_of(search_metrics_path, name), seed,
+    searched_with = _search_metrics(search_metrics_path)
+    metrics = common_metrics(params, "train", str(searched_with.get("method", name)), seed,
                              desc, kind)
     metrics.update({
-        "run": name, "ablation": _ablation_of(search_metrics_path), "top1": top1, "top5": top5,
+        "run": name, "ablation": searched_with.get("ablation"), "top1": top1, "top5": top5,
         "params_m": cost.params_m, "flops_m": cost.flops_m, "bops_m": cost.bops_m,
         "ops_m": cost.ops_m, "memory_mbit": cost.memory_mbit, "train_seconds": total_seconds,
         "train_cost_value": value, "train_cost_unit": unit, "epochs": cfg.epochs * len(steps),
@@ -307,11 +308,3 @@ def _search_metrics(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-
-
-def _method_of(search_metrics: Path, default: str) -> str:
-    return str(_search_metrics(search_metrics).get("method", default))
-
-
-def _ablation_of(search_metrics: Path) -> dict[str, Any] | None:
-    return _search_metrics(search_metrics).get("ablation")
