@@ -45,13 +45,16 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded safely or does not fit the model."""
 
 
-def safe_torch_load(path: str | os.PathLike[str]) -> Any:
-    """torch.load with weights_only=True: tensors, containers and primitives only."""
+def safe_torch_load(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
+    """torch.load with weights_only=True: tensors, containers and primitives only.
+
+    ``mmap=True`` maps the tensors instead of reading them: for reading a small record (the
+    ``arch`` of a model.pt) out of a large checkpoint without loading its weights."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # noqa: BLE001 - one clear error for any unreadable file
         raise CheckpointError(f"{path}: cannot be loaded as a weights-only checkpoint "
                               f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None

@@ -614,6 +614,18 @@ def _speedup_claims(paper: pd.DataFrame, search_main: pd.DataFrame, start: int) 
     return out
 
 
+def _ablation_group(dataset: str, profile: str, comps: list[tuple[str, str, str]],
+                    missing: list[str]) -> _Group:
+    """One (dataset, profile) group of an ablation claim: every comparison must hold."""
+    label, rank = f"{dataset}/{profile}", PROFILE_RANK.get(profile, 0)
+    if any(c[1] == "not run" for c in comps):
+        return _Group(label, rank, CANNOT_SAY, "not run", f"missing cells: {', '.join(missing)}")
+    if profile == "smoke":
+        return _Group(label, rank, CANNOT_SAY, "synthetic smoke data",
+                      "; ".join(c[2] for c in comps))
+    return _Group(label, rank, *all_of(comps))
+
+
 def _ablation_claims(train: pd.DataFrame, paper: pd.DataFrame) -> list[ClaimResult]:
     out = []
     t42 = paper_rows(paper, method="dcpnas", metric="top1",
@@ -644,19 +656,9 @@ def _ablation_claims(train: pd.DataFrame, paper: pd.DataFrame) -> list[ClaimResu
             for hi, lo in pairs:
                 comps.append(compare_greater(cells[hi].stats("top1"), cells[lo].stats("top1"),
                                              TANGENT_LR_LABELS[hi], TANGENT_LR_LABELS[lo]))
-            label = f"{dataset}/{profile}"
-            if any(c[1] == "not run" for c in comps):
-                missing = [TANGENT_LR_LABELS[c] for p in pairs for c in p
-                           if cells[c].source == NOT_RUN_NOTE]
-                groups.append(_Group(label, PROFILE_RANK.get(profile, 0), CANNOT_SAY, "not run",
-                                     f"missing cells: {', '.join(sorted(set(missing)))}"))
-                continue
-            if profile == "smoke":
-                groups.append(_Group(label, PROFILE_RANK.get(profile, 0), CANNOT_SAY,
-                                     "synthetic smoke data", "; ".join(c[2] for c in comps)))
-                continue
-            v, r, d = all_of(comps)
-            groups.append(_Group(label, PROFILE_RANK.get(profile, 0), v, r, d))
+            missing = sorted({TANGENT_LR_LABELS[c] for p in pairs for c in p
+                              if cells[c].source == NOT_RUN_NOTE})
+            groups.append(_ablation_group(dataset, profile, comps, missing))
         v, why = _aggregate(groups, "no Table 4.2 ablation train runs")
         out.append(ClaimResult(cid, f"DCP-NAS Table 4.2: {what}{paper_txt}", src42, v, why))
 
@@ -672,18 +674,8 @@ def _ablation_claims(train: pd.DataFrame, paper: pd.DataFrame) -> list[ClaimResu
     for (dataset, profile), cells in distance_cells(train).items():
         comps = [compare_greater(cells["fnorm"].stats("top1"), cells[d].stats("top1"),
                                  "F-norm", DISTANCE_LABELS[d]) for d in ("l1", "cosine")]
-        label = f"{dataset}/{profile}"
-        if any(c[1] == "not run" for c in comps):
-            missing = [DISTANCE_LABELS[d] for d in DISTANCES if cells[d].source == NOT_RUN_NOTE]
-            groups.append(_Group(label, PROFILE_RANK.get(profile, 0), CANNOT_SAY, "not run",
-                                 f"missing cells: {', '.join(missing)}"))
-            continue
-        if profile == "smoke":
-            groups.append(_Group(label, PROFILE_RANK.get(profile, 0), CANNOT_SAY,
-                                 "synthetic smoke data", "; ".join(c[2] for c in comps)))
-            continue
-        v, r, d = all_of(comps)
-        groups.append(_Group(label, PROFILE_RANK.get(profile, 0), v, r, d))
+        missing = [DISTANCE_LABELS[d] for d in DISTANCES if cells[d].source == NOT_RUN_NOTE]
+        groups.append(_ablation_group(dataset, profile, comps, missing))
     v, why = _aggregate(groups, "no Table 4.4 ablation train runs")
     out.append(ClaimResult("D1", f"DCP-NAS Table 4.4: the F-norm distance gives the best top-1 "
                                  f"(beats L1 and cosine){p44}", src44, v, why))

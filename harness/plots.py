@@ -161,7 +161,7 @@ def _top1_vs_ops(metrics: pd.DataFrame, plots_dir: Path) -> list[PlotInfo]:
     return out
 
 
-def _bar_panel(ax, labels, cells, metric, paper_vals, paper_label, amb_vals, amb_label):
+def _bar_panel(ax, labels, cells, metric, paper_vals, paper_label, amb_vals, amb_label, xlabel):
     """Measured bars (with std error bars) + paper markers on one axis."""
     xs = list(range(len(labels)))
     for i, cell in enumerate(cells):
@@ -186,6 +186,10 @@ def _bar_panel(ax, labels, cells, metric, paper_vals, paper_label, amb_vals, amb
     ax.set_xticklabels(labels, fontsize=9)
     ax.set_ylim(0, 105)
     ax.grid(axis="y", alpha=0.3)
+    mlabel = {"top1": "top-1", "top5": "top-5"}.get(metric, metric)
+    ax.set_ylabel(f"{mlabel} accuracy (%)")
+    ax.set_title(mlabel, fontsize=9)
+    ax.set_xlabel(xlabel)
 
 
 def _measured_handles(any_main: bool):
@@ -198,8 +202,10 @@ def _measured_handles(any_main: bool):
     return hs
 
 
-def _finish_bar_fig(fig, axes, title, any_main):
-    handles = _measured_handles(any_main)
+def _finish_bar_fig(fig, axes, title, cells, plots_dir: Path, name: str,
+                    caption: str) -> PlotInfo:
+    """Shared legend and title, then save the ablation figure as ``<name>.png``."""
+    handles = _measured_handles(any(c.source == C.MAIN_RUN_NOTE for c in cells.values()))
     seen = {h.get_label() for h in handles}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
@@ -210,6 +216,9 @@ def _finish_bar_fig(fig, axes, title, any_main):
     fig.subplots_adjust(bottom=0.24, wspace=0.25, top=0.86)
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 0.0))
+    path = plots_dir / f"{name}.png"
+    _save(fig, path)
+    return PlotInfo(name, path, caption)
 
 
 def _ablation_tangent_lr(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Path) -> list[PlotInfo]:
@@ -225,7 +234,7 @@ def _ablation_tangent_lr(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: 
         fig = Figure(figsize=(9.5, 4.8))
         axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
         pds = "ImageNet"
-        for ax, metric, mlabel in zip(axes, ("top1", "top5"), ("top-1", "top-5")):
+        for ax, metric in zip(axes, ("top1", "top5")):
             pv, amb = [], []
             for k in keys:
                 if k in settings:
@@ -242,18 +251,13 @@ def _ablation_tangent_lr(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: 
             _bar_panel(ax, labels, [cells[k] for k in keys], metric, pv,
                        f"paper ({pds}, DCP-NAS-L, Table 4.2)", amb,
                        f"paper {' / '.join(f'{v:g}' for v in amb_vals)} ({pds}): ambiguous which "
-                       "single-component cell is which")
-            ax.set_ylabel(f"{mlabel} accuracy (%)")
-            ax.set_title(mlabel, fontsize=9)
-            ax.set_xlabel("components used in the search")
+                       "single-component cell is which", "components used in the search")
         title = (f"Ablation, Table 4.2 (tangent constraint × L_R) — {dataset}, profile {profile}"
                  + _subtitle(profile))
-        any_main = any(c.source == C.MAIN_RUN_NOTE for c in cells.values())
-        _finish_bar_fig(fig, axes, title, any_main)
-        name = f"ablation_tangent_lr_{_slug(dataset)}_{_slug(profile)}"
-        path = plots_dir / f"{name}.png"
-        _save(fig, path)
-        out.append(PlotInfo(name, path, f"Table 4.2 ablation — {dataset}, profile {profile}"))
+        out.append(_finish_bar_fig(
+            fig, axes, title, cells, plots_dir,
+            f"ablation_tangent_lr_{_slug(dataset)}_{_slug(profile)}",
+            f"Table 4.2 ablation — {dataset}, profile {profile}"))
     return out
 
 
@@ -268,7 +272,7 @@ def _ablation_distance(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Pa
         fig = Figure(figsize=(9.0, 4.6))
         axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
         pds = "ImageNet"
-        for ax, metric, mlabel in zip(axes, ("top1", "top5"), ("top-1", "top-5")):
+        for ax, metric in zip(axes, ("top1", "top5")):
             pv = []
             for d in C.DISTANCES:
                 r = C.paper_rows(paper, method="dcpnas", metric=metric, settings=[C.DISTANCE_SETTINGS[d]])
@@ -276,17 +280,13 @@ def _ablation_distance(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Pa
                 if not r.empty:
                     pds = r.iloc[0]["dataset"]
             _bar_panel(ax, labels, [cells[d] for d in C.DISTANCES], metric, pv,
-                       f"paper ({pds}, DCP-NAS-S, Table 4.4)", [[] for _ in pv], "")
-            ax.set_ylabel(f"{mlabel} accuracy (%)")
-            ax.set_title(mlabel, fontsize=9)
-            ax.set_xlabel("distance D (Child gradient vs Parent tangent)")
+                       f"paper ({pds}, DCP-NAS-S, Table 4.4)", [[] for _ in pv], "",
+                       "distance D (Child gradient vs Parent tangent)")
         title = f"Ablation, Table 4.4 (distance D) — {dataset}, profile {profile}" + _subtitle(profile)
-        any_main = any(c.source == C.MAIN_RUN_NOTE for c in cells.values())
-        _finish_bar_fig(fig, axes, title, any_main)
-        name = f"ablation_distance_{_slug(dataset)}_{_slug(profile)}"
-        path = plots_dir / f"{name}.png"
-        _save(fig, path)
-        out.append(PlotInfo(name, path, f"Table 4.4 ablation — {dataset}, profile {profile}"))
+        out.append(_finish_bar_fig(
+            fig, axes, title, cells, plots_dir,
+            f"ablation_distance_{_slug(dataset)}_{_slug(profile)}",
+            f"Table 4.4 ablation — {dataset}, profile {profile}"))
     return out
 
 

@@ -604,36 +604,36 @@ def build_ablation_distance(metrics: pd.DataFrame, paper: pd.DataFrame) -> tuple
     return pd.DataFrame(rows), notes
 
 
-def build_detection(metrics: pd.DataFrame) -> pd.DataFrame:
-    det = _stage(metrics, "detect")
-    show_variant = (det["ablation_key"] != "").any() if not det.empty else False
+def _transfer_table(metrics: pd.DataFrame, stage: str, keys: dict[str, str],
+                    values: dict[str, str]) -> pd.DataFrame:
+    """One row per (keys..., ablation variant) of a downstream stage: the key columns (metrics
+    column -> table header), the seed count, each value as mean ± std, and the devices."""
+    runs = _stage(metrics, stage)
+    show_variant = (runs["ablation_key"] != "").any() if not runs.empty else False
     rows = []
-    for (method, detector, dataset, profile, akey), g in _group_sorted(
-            det, ["method", "detector", "dataset", "profile", "ablation_key"]):
-        row = {"backbone": method, "detector": detector, "dataset": dataset, "profile": profile}
+    for group, g in _group_sorted(runs, [*keys, "ablation_key"]):
+        row = {header: value for header, value in zip(keys.values(), group)}
         if show_variant:
             row["variant"] = g.iloc[0]["variant"]
-        row.update({"n seeds": len(g), "bbox mAP (%)": fmt_stats(_stats(g, "bbox_mAP")),
-                    "bbox mAP@50 (%)": fmt_stats(_stats(g, "bbox_mAP_50")), "device": _devices(g)})
+        row["n seeds"] = len(g)
+        row.update({header: fmt_stats(_stats(g, col)) for header, col in values.items()})
+        row["device"] = _devices(g)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def build_detection(metrics: pd.DataFrame) -> pd.DataFrame:
+    return _transfer_table(
+        metrics, "detect",
+        {"method": "backbone", "detector": "detector", "dataset": "dataset", "profile": "profile"},
+        {"bbox mAP (%)": "bbox_mAP", "bbox mAP@50 (%)": "bbox_mAP_50"})
 
 
 def build_reid(metrics: pd.DataFrame) -> pd.DataFrame:
-    reid = _stage(metrics, "reid")
-    show_variant = (reid["ablation_key"] != "").any() if not reid.empty else False
-    rows = []
-    for (method, dataset, profile, loss, akey), g in _group_sorted(
-            reid, ["method", "dataset", "profile", "loss", "ablation_key"]):
-        row = {"backbone": method, "dataset": dataset, "profile": profile, "loss": loss}
-        if show_variant:
-            row["variant"] = g.iloc[0]["variant"]
-        row.update({"n seeds": len(g), "mAP (%)": fmt_stats(_stats(g, "mAP")),
-                    "Rank-1 (%)": fmt_stats(_stats(g, "rank1")),
-                    "Rank-5 (%)": fmt_stats(_stats(g, "rank5")),
-                    "Rank-10 (%)": fmt_stats(_stats(g, "rank10")), "device": _devices(g)})
-        rows.append(row)
-    return pd.DataFrame(rows)
+    return _transfer_table(
+        metrics, "reid",
+        {"method": "backbone", "dataset": "dataset", "profile": "profile", "loss": "loss"},
+        {"mAP (%)": "mAP", "Rank-1 (%)": "rank1", "Rank-5 (%)": "rank5", "Rank-10 (%)": "rank10"})
 
 
 # ------------------------------------------------------------------------------ writing

@@ -50,7 +50,7 @@ def test_reconstruction_loss_zero_for_weights_already_binary_and_positive_otherw
     with torch.no_grad():
         signs = torch.where(torch.randn_like(conv.weight) >= 0, 1.0, -1.0)
         conv.weight.copy_(signs * torch.tensor([0.1, 0.7, 2.0]).view(3, 1, 1, 1))
-    assert float(reconstruction_loss(conv)) < 1e-10
+    assert float(reconstruction_loss(conv).detach()) < 1e-10
     with torch.no_grad():
         conv.weight.normal_()
-    assert float(reconstruction_loss(conv)) > 0.1
+    assert float(reconstruction_loss(conv).detach()) > 0.1

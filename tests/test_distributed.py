@@ -107,3 +107,52 @@ def test_retraining_under_torchrun(dist_search: dict[str, Any]) -> None:
     net.load_state_dict(model["model"])
     assert param_digest(net) == r0["weights_digest"]
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def _weight_step_rank(rank: int, init_file: str, out_file: str) -> None:
+    """One rank of test_weight_step_clips_the_global_gradient (top level: spawn pickles it)."""
+    import torch
+    import torch.distributed as dist
+
+    from backbones.search.architect import weight_step
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=WORLD)
+    model, x, y = _clip_problem()
+    half = x.shape[0] // WORLD
+    xs, ys = x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half]
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = torch.nn.functional.cross_entropy(model(xs), ys)
+    weight_step(model, list(model.parameters()), opt, loss, grad_clip=0.01)
+    if rank == 0:
+        torch.save({k: v.clone() for k, v in model.state_dict().items()}, out_file)
+    dist.destroy_process_group()
+
+
+def _clip_problem() -> tuple[Any, Any, Any]:
+    import torch
+    g = torch.Generator().manual_seed(0)
+    model = torch.nn.Linear(6, 3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    return model, torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)
+
+
+def test_weight_step_clips_the_global_gradient(tmp_path: Path) -> None:
+    """2 gloo ranks x 4 samples take exactly the clipped step one process takes on 8 samples
+    (gradients are averaged over ranks before clipping, as DDP does)."""
+    import torch
+    import torch.multiprocessing as mp
+
+    from backbones.search.architect import weight_step
+    out = tmp_path / "rank0.pt"
+    mp.spawn(_weight_step_rank, args=(str(tmp_path / "init"), str(out)), nprocs=WORLD)
+    model, x, y = _clip_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = torch.nn.functional.cross_entropy(model(x), y)
+    weight_step(model, list(model.parameters()), opt, loss, grad_clip=0.01)
+    distributed = safe_torch_load(out)
+    assert float(torch.nn.utils.get_total_norm(  # the clip was active: it matters
+        [p.grad for p in model.parameters()])) == pytest.approx(0.01, rel=1e-4)
+    for k, v in model.state_dict().items():
+        assert torch.allclose(distributed[k], v, atol=1e-6), k

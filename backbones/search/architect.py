@@ -51,36 +51,13 @@ def first_order_arch_step(model: Supernet, optimizer: torch.optim.Optimizer, bat
 
 def weight_step(model: nn.Module, params: list[nn.Parameter], optimizer: torch.optim.Optimizer,
                 loss: Tensor, grad_clip: float) -> None:
-    """Backward, clip, average over ranks, step: the weight half of a bi-level step.
-    The caller zeroes the gradients before computing ``loss`` (alpha grads are dropped here)."""
+    """Backward, average over ranks, clip, step: the weight half of a bi-level step.
+
+    Averaging before clipping clips the gradient of the global batch, as DDP does, so N ranks
+    x batch B take the step one process takes on batch N x B. The caller zeroes the gradients
+    before computing ``loss`` (alpha grads are dropped here)."""
     loss.backward()
+    average_gradients(params)
     if grad_clip > 0:
         nn.utils.clip_grad_norm_(params, grad_clip)
-    average_gradients(params)
     optimizer.step()
-
-
-def accuracy(logits: Tensor, target: Tensor, topk: tuple[int, ...] = (1,)) -> list[float]:
-    """Top-k accuracy in percent."""
-    maxk = min(max(topk), logits.shape[1])
-    pred = logits.topk(maxk, dim=1).indices
-    correct = pred.eq(target.view(-1, 1))
-    return [float(correct[:, :min(k, maxk)].any(dim=1).float().mean() * 100) for k in topk]
-
-
-@torch.no_grad()
-def evaluate_supernet(model: nn.Module, loader, device: torch.device,
-                      max_batches: int | None = None) -> float:
-    """Top-1 (percent) of a supernet on a loader; eval mode restored to train mode after."""
-    was_training = model.training
-    model.eval()
-    correct = total = 0
-    for i, (x, y) in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            break
-        x, y = x.to(device), y.to(device)
-        correct += int((model(x).argmax(1) == y).sum())
-        total += int(y.numel())
-    model.train(was_training)
-    from backbones.search.base import all_reduce_mean
-    return all_reduce_mean(100.0 * correct / max(total, 1))

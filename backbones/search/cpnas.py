@@ -60,8 +60,8 @@ from torch.utils.data import DataLoader
 from backbones.binary import BinaryConv2d, binarize_weight
 from backbones.genotypes import NUM_EDGES, STEPS, Genotype, parse_alphas
 from backbones.operations import PRIMITIVES
-from backbones.search.architect import (accuracy, cosine_lr, evaluate_supernet,
-                                        make_weight_optimizer, set_lr, weight_step)
+from backbones.evaluation import accuracy, evaluate
+from backbones.search.architect import cosine_lr, make_weight_optimizer, set_lr, weight_step
 from backbones.search.base import (Batch, CommonSearchConfig, SearchContext, SearchMethod,
                                    register_search_method)
 from backbones.supernet import Supernet
@@ -282,8 +282,8 @@ class CPNAS(SearchMethod):
         if self.finished:
             return {}
         cap = self.cfg.max_val_batches or None
-        acc_p = evaluate_supernet(self.parent, val_loader, self.ctx.device, cap)
-        acc_c = evaluate_supernet(self.child, val_loader, self.ctx.device, cap)
+        acc_p = evaluate(self.parent, val_loader, self.ctx.device, max_batches=cap)[0]
+        acc_c = evaluate(self.child, val_loader, self.ctx.device, max_batches=cap)[0]
         return self.record(acc_p, acc_c)
 
     def record(self, acc_parent: float, acc_child: float) -> dict[str, float]:

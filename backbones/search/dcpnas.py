@@ -376,9 +376,9 @@ class DCPNAS(SearchMethod):
             recon = reconstruction_loss(child).to(kl.device)
             (cfg.lambda_r * recon).backward()
             loss = loss + cfg.lambda_r * recon.detach()
+        average_gradients(c_weights)  # before clipping: clip the global batch's gradient
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(c_weights, cfg.grad_clip)
-        average_gradients(c_weights)
         self.c_wopt.step()
         for a, g in zip(c_arch, total):
             a.grad = g

@@ -23,8 +23,7 @@ from backbones.atomic import atomic_torch_save, load_state_dict_strict, safe_tor
 from backbones.binary import set_weight_binarization
 from backbones.genotypes import Genotype
 from backbones.registry import create_backbone
-from backbones.search.architect import accuracy
-from backbones.search.base import all_reduce_mean
+from backbones.evaluation import evaluate
 from harness import dist_utils
 from harness.config import ConfigError, KDSection, Params, TrainSection
 from harness.costs import device_info, model_cost, run_cost
@@ -41,22 +40,6 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
     t = temperature
     return F.kl_div(F.log_softmax(student_logits / t, 1), F.softmax(teacher_logits / t, 1),
                     reduction="batchmean") * t * t
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: Any, device: torch.device) -> tuple[float, float]:
-    """Top-1/top-5 in percent over the whole loader, averaged over ranks."""
-    was = model.training
-    model.eval()
-    n = c1 = c5 = 0.0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        a1, a5 = accuracy(model(x), y, (1, 5))
-        n += y.numel()
-        c1 += a1 * y.numel() / 100
-        c5 += a5 * y.numel() / 100
-    model.train(was)
-    return all_reduce_mean(100 * c1 / max(n, 1)), all_reduce_mean(100 * c5 / max(n, 1))
 
 
 class TrainTask:
@@ -103,7 +86,7 @@ class TrainTask:
         return {"loss": float(loss.detach())}
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
-        top1, top5 = evaluate(self.model, self.test_loader, self.device)
+        top1, top5 = evaluate(self.model, self.test_loader, self.device, (1, 5))
         return {"top1": top1, "top5": top5}
 
     def state_dict(self) -> dict[str, Any]:
@@ -260,7 +243,7 @@ def run_train(params: Params, name: str, seed: int, *,
         history += [{**h, "phase": {"step1": 1.0, "step2": 2.0}.get(tag, 0.0)} for h in res.history]
         resumed[tag] = res.resumed_from_epoch
     set_weight_binarization(net, True)
-    top1, top5 = evaluate(net, test_loader, device)
+    top1, top5 = evaluate(net, test_loader, device, (1, 5))
     in_size = (3, 32, 32) if params.active.data.name == "cifar10" else \
         (3, params.active.data.image_size, params.active.data.image_size)
     cost = model_cost(net, in_size)

@@ -43,7 +43,8 @@ def resolve_backbone(params: Params, name: str, seed: int,
     """(registry name or module:function, classification checkpoint to start from)."""
     trained = run_dir(params, "train", name, seed) / "model.pt"
     if checkpoint is None and trained.is_file():
-        arch = safe_torch_load(trained).get("arch") or {}
+        # only the arch record is needed here (the runner loads the weights): map, not read
+        arch = safe_torch_load(trained, mmap=True).get("arch") or {}
         return str(arch.get("backbone", name)), trained
     _ensure_builtin_registered()
     if ":" in name or name in list_backbones():

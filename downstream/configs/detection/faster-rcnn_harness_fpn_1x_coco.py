@@ -10,21 +10,13 @@ _base_ = [
     'mmdet::_base_/datasets/coco_detection.py',
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
+    './_base_/harness_backbone.py',
 ]
-custom_imports = dict(imports=['downstream.detection.mmdet_backbone'], allow_failed_imports=False)
 detector_name = 'faster_rcnn'
 dataset_name = 'coco'
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='HarnessBackbone',
-        backbone='nas',
-        backbone_kwargs=dict(stem='imagenet'),  # genotype / C / layers: from the checkpoint
-        out_indices=None,
-        init_checkpoint=None,                   # runs/train/<method>/seed<k>/model.pt
-        frozen_stages=-1,
-        norm_eval=False),
+    backbone={{_base_.harness_backbone}},
     neck=dict(in_channels=[144, 288, 576]),
     rpn_head=dict(anchor_generator=dict(strides=[8, 16, 32, 64, 128])),
     roi_head=dict(bbox_roi_extractor=dict(featmap_strides=[8, 16, 32, 64])))

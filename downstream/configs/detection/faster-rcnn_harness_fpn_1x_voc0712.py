@@ -3,21 +3,15 @@
 # backbone. Data: <data_root>/VOC2007, <data_root>/VOC2012 (default data/VOCdevkit/).
 # Metric: VOC 11-point mAP at IoU 0.5 (metrics.json: bbox_mAP = bbox_mAP_50 = it,
 # metric = "voc").
-_base_ = 'mmdet::pascal_voc/faster-rcnn_r50_fpn_1x_voc0712.py'
-custom_imports = dict(imports=['downstream.detection.mmdet_backbone'], allow_failed_imports=False)
+_base_ = [
+    'mmdet::pascal_voc/faster-rcnn_r50_fpn_1x_voc0712.py',
+    './_base_/harness_backbone.py',
+]
 detector_name = 'faster_rcnn'
 dataset_name = 'voc0712'
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='HarnessBackbone',
-        backbone='nas',
-        backbone_kwargs=dict(stem='imagenet'),
-        out_indices=None,
-        init_checkpoint=None,
-        frozen_stages=-1,
-        norm_eval=False),
+    backbone={{_base_.harness_backbone}},
     neck=dict(in_channels=[144, 288, 576]),
     rpn_head=dict(anchor_generator=dict(strides=[8, 16, 32, 64, 128])),
     roi_head=dict(bbox_roi_extractor=dict(featmap_strides=[8, 16, 32, 64])))

@@ -5,21 +5,13 @@ _base_ = [
     'mmdet::_base_/models/faster-rcnn_r50_fpn.py',
     'mmdet::_base_/default_runtime.py',
     './_base_/coco_smoke.py',
+    './_base_/harness_backbone.py',
 ]
-custom_imports = dict(imports=['downstream.detection.mmdet_backbone'], allow_failed_imports=False)
 detector_name = 'faster_rcnn'
 fpn_channels = 32
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='HarnessBackbone',
-        backbone='nas',                         # or 'bireal_resnet18', 'module:function'
-        backbone_kwargs=dict(stem='imagenet'),  # genotype / C / layers: from the checkpoint
-        out_indices=None,                       # or run_detection(backbone_kwargs=...)
-        init_checkpoint=None,
-        frozen_stages=-1,
-        norm_eval=False),
+    backbone={{_base_.harness_backbone}},
     neck=dict(in_channels=[32, 64, 128], out_channels=fpn_channels, num_outs=5),
     rpn_head=dict(
         in_channels=fpn_channels, feat_channels=fpn_channels,

@@ -4,22 +4,14 @@ _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py',
     'mmdet::_base_/default_runtime.py',
     './_base_/coco_smoke.py',
+    './_base_/harness_backbone.py',
 ]
-custom_imports = dict(imports=['downstream.detection.mmdet_backbone'], allow_failed_imports=False)
 detector_name = 'retinanet'
 neck_min_stride = 8
 fpn_channels = 32
 
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='HarnessBackbone',
-        backbone='nas',
-        backbone_kwargs=dict(stem='imagenet'),
-        out_indices=None,
-        init_checkpoint=None,
-        frozen_stages=-1,
-        norm_eval=False),
+    backbone={{_base_.harness_backbone}},
     neck=dict(in_channels=[32, 64, 128], start_level=0, out_channels=fpn_channels,
               add_extra_convs='on_input', num_outs=5),
     bbox_head=dict(

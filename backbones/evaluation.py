@@ -1,0 +1,49 @@
+"""Classification accuracy: one evaluation loop for supernet validation during search
+(CP-NAS scores sampled sub-networks with it) and for the test set after retraining."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from backbones.search.base import all_reduce_mean
+
+
+def correct_topk(logits: Tensor, target: Tensor, topk: Sequence[int] = (1,)) -> list[int]:
+    """Number of samples whose label is among the k best logits, for each k.
+
+    Top-1 is ``argmax``, which returns the first maximal index on ties, so a network with
+    constant outputs (a collapsed 1-bit sub-network) scores the same on every run; k > 1
+    uses ``topk``."""
+    first = logits.argmax(dim=1).eq(target)
+    maxk = min(max(topk), logits.shape[1])
+    hit = (logits.topk(maxk, dim=1).indices.eq(target.view(-1, 1)) if maxk > 1
+           else first.view(-1, 1))
+    return [int(first.sum()) if min(k, maxk) == 1 else int(hit[:, :min(k, maxk)].any(dim=1).sum())
+            for k in topk]
+
+
+def accuracy(logits: Tensor, target: Tensor, topk: Sequence[int] = (1,)) -> list[float]:
+    """Top-k accuracy of one batch, in percent."""
+    n = max(int(target.numel()), 1)
+    return [100.0 * c / n for c in correct_topk(logits, target, topk)]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], device: torch.device,
+             topk: Sequence[int] = (1,), max_batches: int | None = None) -> list[float]:
+    """Top-k accuracy in percent over the loader (its first ``max_batches`` batches if given),
+    in eval mode (the previous mode is restored), averaged over ranks."""
+    was_training = model.training
+    model.eval()
+    correct = [0] * len(topk)
+    total = 0
+    for i, (x, y) in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        x, y = x.to(device), y.to(device)
+        correct = [c + n for c, n in zip(correct, correct_topk(model(x), y, topk))]
+        total += int(y.numel())
+    model.train(was_training)
+    return [all_reduce_mean(100.0 * c / max(total, 1)) for c in correct]
