@@ -5,6 +5,9 @@ docs/ALGORITHM.md quotes gets one verdict: ``supports``, ``contradicts`` or ``ca
 plus a one-line reason. The reference numbers come from ``results/paper_numbers.csv``
 (never from this module). The rules, applied literally:
 
+* Profiles count by name (``profile_regime``): ``smoke``/``smoke-*`` = synthetic data,
+  ``paper``/``paper-*`` = the papers' settings, anything else (``real-subset``) = real data
+  on a reduced budget.
 * ``smoke`` profile (synthetic data) -> "cannot say: synthetic smoke data" for anything
   quantitative.
 * Ranking claims (A beats B) need >= 2 seeds on both sides and a mean difference larger
@@ -13,9 +16,11 @@ plus a one-line reason. The reference numbers come from ``results/paper_numbers.
 * Absolute-accuracy claims on ImageNet / CIFAR-10 are judged only on a non-smoke profile
   on the same dataset, with a tolerance of ``max(ABS_TOL_PP, 2 * seed std)`` percentage
   points. Being above the paper's number supports the claim; being below it beyond the
-  tolerance contradicts it only on the ``paper`` profile (``real-subset`` trains on less
+  tolerance contradicts it only on a ``paper`` profile (``real-subset`` trains on less
   data / fewer epochs, so a shortfall there is "cannot say").
 * Cost claims in GPU-days cannot be compared with costs measured on CPU (CPU-hours).
+  Relative search-speed claims are judged only on a ``paper`` profile: smaller profiles
+  cut each search to a few steps, so their search times say nothing about the schedules.
 * Missing runs -> "cannot say: not run".
 
 This module also holds the small helpers shared with ``harness.report`` and
@@ -41,8 +46,8 @@ VERDICTS = (SUPPORTS, CONTRADICTS, CANNOT_SAY)
 #: pairs are treated as "the same dataset" when comparing with a paper's number.
 DATASET_LABELS = {"cifar10": "CIFAR-10", "imagenet": "ImageNet"}
 
-#: strength of the evidence a profile gives (higher is better)
-PROFILE_RANK = {"paper": 2, "real-subset": 1, "smoke": 0}
+#: strength of the evidence of each regime (higher is better); see profile_regime
+REGIME_RANK = {"paper": 2, "reduced": 1, "smoke": 0}
 
 METHOD_LABELS = {
     "dcpnas": "DCP-NAS",
@@ -54,6 +59,7 @@ METHOD_LABELS = {
     "random": "random search",
     "bnas": "BNAS (Chen et al.)",
     "bats": "BATS",
+    "bireal_resnet18": "Bi-Real ResNet-18 (reference)",
 }
 #: display / sort order of methods
 METHOD_ORDER = ("dcpnas", "cpnas", "direct_bnas", "darts", "darts_2nd", "pcdarts", "random",
@@ -154,8 +160,32 @@ def method_sort_key(method: str) -> tuple:
     return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
 
 
+def profile_regime(profile: str) -> str:
+    """What a profile's runs can speak for, from its name: ``smoke`` (synthetic data: nothing
+    quantitative) for ``smoke`` / ``smoke-*``; ``paper`` (the papers' settings) for ``paper`` /
+    ``paper-*`` (e.g. ``paper-imagenet``); ``reduced`` (real data, reduced budget) for
+    ``real-subset`` and any other profile."""
+    if profile == "smoke" or profile.startswith("smoke-"):
+        return "smoke"
+    if profile == "paper" or profile.startswith("paper-"):
+        return "paper"
+    return "reduced"
+
+
+def profile_rank(profile: str) -> int:
+    return REGIME_RANK[profile_regime(profile)]
+
+
+def is_smoke(profile: str) -> bool:
+    return profile_regime(profile) == "smoke"
+
+
+def is_paper_scale(profile: str) -> bool:
+    return profile_regime(profile) == "paper"
+
+
 def profile_sort_key(profile: str) -> tuple:
-    return (-PROFILE_RANK.get(profile, -1), profile)
+    return (-profile_rank(profile), profile)
 
 
 def dataset_label(dataset: str) -> str | None:
@@ -380,13 +410,13 @@ def _ranking_claim(train_main: pd.DataFrame, a: str, opponents: Sequence[str]) -
         label = f"{dataset}/{profile}"
         comps = [compare_greater(sa, _stats_of(g, m), method_label(a), method_label(m))
                  for m in present]
-        if profile == "smoke":
+        if is_smoke(profile):
             det = "; ".join(c[2] for c in comps)
-            groups.append(_Group(label, PROFILE_RANK.get(profile, 0), CANNOT_SAY,
+            groups.append(_Group(label, profile_rank(profile), CANNOT_SAY,
                                  "synthetic smoke data", det))
             continue
         v, r, d = all_of(comps)
-        groups.append(_Group(label, PROFILE_RANK.get(profile, 0), v, r, d))
+        groups.append(_Group(label, profile_rank(profile), v, r, d))
     return _aggregate(groups, f"needs train runs of {method_label(a)} and of "
                               f"{' / '.join(method_label(m) for m in opponents)} on the same "
                               "dataset and profile")
@@ -400,13 +430,13 @@ def _judge_absolute(s: Stats, paper_value: float, profile: str, what: str,
     tol = max(ABS_TOL_PP, 2 * s.std) if s.n >= 2 else ABS_TOL_PP
     detail = (f"{what} measured {fmt_stats(s)} vs paper {paper_txt or fmt_num(paper_value)} "
               f"(Δ {d:+.2f} pp, tolerance ±{tol:.2f} pp)")
-    if profile == "smoke":
+    if is_smoke(profile):
         return CANNOT_SAY, "synthetic smoke data", detail
     if abs(d) <= tol:
         return SUPPORTS, "measured within tolerance of the paper's number", detail
     if d > tol:
         return SUPPORTS, "measured above the paper's number", detail
-    if profile == "paper":
+    if is_paper_scale(profile):
         return CONTRADICTS, "measured below the paper's number beyond tolerance", detail
     return (CANNOT_SAY, f"below the paper's number, but the {profile} profile trains on "
                         "reduced data/epochs", detail)
@@ -480,7 +510,7 @@ def _absolute_claims(paper: pd.DataFrame, train_main: pd.DataFrame) -> list[Clai
             if v == CONTRADICTS and size and _untagged(g):
                 v, r = CANNOT_SAY, (f"run not tagged as DCP-NAS-{size} (optional train key "
                                     "'size'), so missing its number says nothing")
-            groups.append(_Group(f"{dataset}/{profile}", PROFILE_RANK.get(profile, 0), v, r, d))
+            groups.append(_Group(f"{dataset}/{profile}", profile_rank(profile), v, r, d))
         v, why = _aggregate(groups, f"no {method} train run on {pds}"
                                     + _where_else(train_main, method))
         out.append(ClaimResult(f"A{i}", text, str(row["source"]), v, why))
@@ -501,7 +531,7 @@ def _memory_claims(paper: pd.DataFrame, train_main: pd.DataFrame) -> list[ClaimR
             target = float(row["value"])
             rel = (s.mean - target) / target
             detail = f"measured {fmt_stats(s)} Mbit vs paper {paper_text(row)} Mbit ({rel:+.0%})"
-            if profile == "smoke":
+            if is_smoke(profile):
                 v, r = CANNOT_SAY, "synthetic smoke data"
             elif abs(rel) <= MEMORY_REL_TOL:
                 v, r = SUPPORTS, f"within {MEMORY_REL_TOL:.0%} of the paper's number"
@@ -510,7 +540,7 @@ def _memory_claims(paper: pd.DataFrame, train_main: pd.DataFrame) -> list[ClaimR
                                     "'size'); its model size may differ")
             else:
                 v, r = CONTRADICTS, f"differs from the paper's number by more than {MEMORY_REL_TOL:.0%}"
-            groups.append(_Group(f"{dataset}/{profile}", PROFILE_RANK.get(profile, 0), v, r, detail))
+            groups.append(_Group(f"{dataset}/{profile}", profile_rank(profile), v, r, detail))
         v, why = _aggregate(groups, f"no {method} train run on {pds}" + _where_else(train_main, method))
         out.append(ClaimResult(f"M{i}", text, str(row["source"]), v, why))
     return out
@@ -536,7 +566,7 @@ def _search_cost_claims(paper: pd.DataFrame, search_main: pd.DataFrame) -> list[
             runs = search_main[search_main["method"] == method] if not search_main.empty else search_main
             for (dataset, profile, munit), g in _search_groups(runs):
                 s = seed_stats(g["search_cost_value"])
-                groups.append(_Group(f"{dataset}/{profile}", PROFILE_RANK.get(profile, 0), CANNOT_SAY,
+                groups.append(_Group(f"{dataset}/{profile}", profile_rank(profile), CANNOT_SAY,
                                      f"the paper's unit ('{unit}') is not given in ALGORITHM.md",
                                      f"measured {fmt_stats(s, '.3g')} {munit}"))
             v, why = _aggregate(groups, f"no {method} search run; and the paper's unit is not given")
@@ -550,12 +580,12 @@ def _search_cost_claims(paper: pd.DataFrame, search_main: pd.DataFrame) -> list[
             s = seed_stats(g["search_cost_value"])
             detail = f"measured {fmt_stats(s, '.3g')} {munit} vs paper {paper_text(row)} {unit}"
             label = f"{dataset}/{profile}"
-            rank = PROFILE_RANK.get(profile, 0)
-            if profile == "smoke":
+            rank = profile_rank(profile)
+            if is_smoke(profile):
                 v, r = CANNOT_SAY, "synthetic smoke data"
             elif munit != "GPU-days":
                 v, r = CANNOT_SAY, f"measured on CPU ({munit}); CPU time cannot be compared with GPU-days"
-            elif profile != "paper":
+            elif not is_paper_scale(profile):
                 if s.mean > COST_CONTRADICT_FACTOR * target:
                     v, r = CONTRADICTS, (f"already more than {COST_CONTRADICT_FACTOR:g}x the claim on "
                                          f"the reduced {profile} search budget")
@@ -602,12 +632,15 @@ def _speedup_claims(paper: pd.DataFrame, search_main: pd.DataFrame, start: int) 
                     comps.append(compare_greater(scaled, sa, f"{1 - frac:g} x {method_label(m)} s",
                                                  f"{method_label(method)} s", ".1f"))
                 label = f"{dataset}/{profile}/{kind}"
-                if profile == "smoke":
-                    groups.append(_Group(label, PROFILE_RANK.get(profile, 0), CANNOT_SAY,
-                                         "synthetic smoke data", "; ".join(c[2] for c in comps)))
+                if not is_paper_scale(profile):
+                    why = ("synthetic smoke data" if is_smoke(profile) else
+                           f"reduced search budgets ({profile} profile): the searches do not "
+                           "run the papers' schedules, so their wall times do not compare")
+                    groups.append(_Group(label, profile_rank(profile), CANNOT_SAY, why,
+                                         "; ".join(c[2] for c in comps)))
                     continue
                 v, r, d = all_of(comps)
-                groups.append(_Group(label, PROFILE_RANK.get(profile, 0), v, r, d))
+                groups.append(_Group(label, profile_rank(profile), v, r, d))
         v, why = _aggregate(groups, f"needs search runs of {method} and a prior-art searcher on the "
                                     "same dataset/profile/device kind")
         out.append(ClaimResult(f"S{i}", text, str(row["source"]), v, why))
@@ -617,10 +650,10 @@ def _speedup_claims(paper: pd.DataFrame, search_main: pd.DataFrame, start: int) 
 def _ablation_group(dataset: str, profile: str, comps: list[tuple[str, str, str]],
                     missing: list[str]) -> _Group:
     """One (dataset, profile) group of an ablation claim: every comparison must hold."""
-    label, rank = f"{dataset}/{profile}", PROFILE_RANK.get(profile, 0)
+    label, rank = f"{dataset}/{profile}", profile_rank(profile)
     if any(c[1] == "not run" for c in comps):
         return _Group(label, rank, CANNOT_SAY, "not run", f"missing cells: {', '.join(missing)}")
-    if profile == "smoke":
+    if is_smoke(profile):
         return _Group(label, rank, CANNOT_SAY, "synthetic smoke data",
                       "; ".join(c[2] for c in comps))
     return _Group(label, rank, *all_of(comps))

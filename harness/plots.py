@@ -41,10 +41,22 @@ class PlotInfo:
     title: str
 
 
+_REFERENCE_MARKERS = ("s", "^", "v", "D", "P", "X")
+
+
 def _color(method: str) -> str:
-    # stable across processes (str hash is salted): order index, else a checksum of the name
-    i = C.METHOD_ORDER.index(method) if method in C.METHOD_ORDER else sum(map(ord, method))
-    return _PALETTE[i % len(_PALETTE)]
+    """A search method's fixed colour; reference backbones (not search methods) are black."""
+    if method in C.METHOD_ORDER:
+        return _PALETTE[C.METHOD_ORDER.index(method) % len(_PALETTE)]
+    return "black"
+
+
+def _marker(method: str) -> str:
+    """Circles for search methods; a reference backbone gets a shape picked by a checksum of
+    its name (stable across processes, unlike the salted str hash)."""
+    if method in C.METHOD_ORDER:
+        return "o"
+    return _REFERENCE_MARKERS[sum(map(ord, method)) % len(_REFERENCE_MARKERS)]
 
 
 def _slug(s: str) -> str:
@@ -52,7 +64,7 @@ def _slug(s: str) -> str:
 
 
 def _subtitle(profile: str) -> str:
-    if profile == "smoke":
+    if C.is_smoke(profile):
         return " (synthetic smoke data: not comparable with the papers)"
     return ""
 
@@ -107,7 +119,7 @@ def _top1_vs_search_cost(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: 
                 ax.errorbar(x.mean, y.mean, xerr=_err(x), yerr=_err(y), fmt="o", ms=7, capsize=4,
                             color=_color(method), label=f"{C.method_label(method)} (n={y.n})")
             lab = C.dataset_label(dataset)
-            if unit == "GPU-days" and profile != "smoke" and lab:
+            if unit == "GPU-days" and not C.is_smoke(profile) and lab:
                 cost = C.paper_rows(paper, metric="search_cost", dataset=lab)
                 cost = cost[cost["unit"] == "GPU-days"]
                 for _, r in cost.iterrows():
@@ -145,8 +157,9 @@ def _top1_vs_ops(metrics: pd.DataFrame, plots_dir: Path) -> list[PlotInfo]:
         ax = fig.add_subplot(111)
         for method, gm in sorted(g.groupby("method"), key=lambda kv: C.method_sort_key(kv[0])):
             x, y = seed_stats(gm["ops_m"]), seed_stats(gm["top1"])
-            ax.errorbar(x.mean, y.mean, xerr=_err(x), yerr=_err(y), fmt="o", ms=7, capsize=4,
-                        color=_color(method), label=f"{C.method_label(method)} (n={y.n})")
+            ax.errorbar(x.mean, y.mean, xerr=_err(x), yerr=_err(y), fmt=_marker(method), ms=7,
+                        capsize=4, color=_color(method),
+                        label=f"{C.method_label(method)} (n={y.n})")
         ax.set_xlabel("OPs (M) = FLOPs + BOPs / 64")
         ax.set_ylabel("top-1 accuracy (%)")
         title = f"Top-1 vs OPs — {dataset}, profile {profile}"

@@ -54,7 +54,6 @@ PAPER_COLUMNS = ["paper", "method", "dataset", "table", "setting", "metric", "va
 PAPER_METRICS = {"top1", "top5", "top1_error", "search_cost", "memory", "search_speedup_vs_prior_art"}
 
 STAGES = ("search", "train", "detect", "reid")
-PROFILES = ("smoke", "real-subset", "paper")
 COST_UNITS = {"cpu": "CPU-hours", "gpu": "GPU-days"}
 
 STR, INT, NUM, BOOL = "string", "integer", "number", "boolean"
@@ -71,7 +70,6 @@ STAGE_REQUIRED = {
 }
 STAGE_OPTIONAL = {"search": {"supernet_top1": NUM}, "train": {"size": STR}, "detect": {}, "reid": {}}
 ENUMS = {
-    "profile": PROFILES,
     "device_kind": tuple(COST_UNITS),
     "search_cost_unit": tuple(COST_UNITS.values()),
     "train_cost_unit": tuple(COST_UNITS.values()),
@@ -413,7 +411,7 @@ def _delta_cell(measured: Stats, entries: list[_PaperEntry], dataset: str, profi
         return "n/a (not run)"
     if not entries:
         return "n/a (no paper number)"
-    if profile == "smoke":
+    if C.is_smoke(profile):
         return "n/a (smoke data)"
     label = C.dataset_label(dataset)
     match = [e for e in entries if e.dataset == label]
@@ -516,13 +514,13 @@ def build_search_cost(metrics: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFram
             for _, r in prow.iterrows():
                 if r["unit"] != "GPU-days":
                     notes.append("no: paper's unit not stated")
-                elif profile == "smoke":
+                elif C.is_smoke(profile):
                     notes.append("no: smoke data")
                 elif unit != r["unit"]:
                     notes.append(f"no: measured in {unit}, paper in {r['unit']}")
                 elif C.dataset_label(dataset) != r["dataset"]:
                     notes.append(f"no: searched on {dataset}, paper on {r['dataset']}")
-                elif profile != "paper":
+                elif not C.is_paper_scale(profile):
                     notes.append(f"partly: reduced {profile} budget")
                 else:
                     notes.append("yes (GPU model may differ)")
@@ -734,11 +732,21 @@ def _render_report(runs_dir: Path, out_dir: Path, paper_path: Path, metrics: pd.
     L.append(f"- Profiles: {', '.join(profiles)}; datasets: {', '.join(sorted(set(metrics['dataset'])))}; "
              f"seeds: {', '.join(str(s) for s in sorted(set(metrics['seed'])))}; "
              f"devices: {_devices(metrics)} ({', '.join(kinds)}).")
-    if "smoke" in profiles:
-        who = "all runs use" if profiles == ["smoke"] else "runs with profile `smoke` use"
+    smokes = [p for p in profiles if C.is_smoke(p)]
+    if smokes:
+        who = ("all runs use" if smokes == profiles else
+               f"runs with profile {', '.join(f'`{p}`' for p in smokes)} use")
         L.append(f"- **Smoke profile:** {who} synthetic data and tiny budgets; their numbers check "
                  "that the pipeline works and are not comparable with the papers' (the Δ columns say "
                  "'n/a (smoke data)').")
+    reduced = [p for p in profiles if C.profile_regime(p) == "reduced"]
+    if reduced:
+        names = ", ".join(f"`{p}`" for p in reduced)
+        L.append(f"- **Reduced budget ({names}):** real images, but a fraction of the data and "
+                 "a few dozen search and retraining steps per run instead of the papers' "
+                 "schedules. Rankings from these runs hold for this scale only (short retraining "
+                 "favours small networks that learn fast); absolute numbers are far below the "
+                 "papers' and a shortfall is 'cannot say'.")
     if "cpu" in kinds:
         L.append("- Costs measured on CPU are in CPU-hours and are not comparable with the papers' GPU-days.")
     L.append("")

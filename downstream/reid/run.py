@@ -155,7 +155,7 @@ def evaluate(engine: Any, dataset: str, *, dist_metric: str = "euclidean",
 
 def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
              data_root: str | os.PathLike[str], dataset: str = "market1501",
-             loss: str = "softmax", backbone_kwargs: Mapping[str, Any] | None = None,
+             dataset_label: str | None = None, loss: str = "softmax", backbone_kwargs: Mapping[str, Any] | None = None,
              init_checkpoint: str | os.PathLike[str] | None = None, max_epoch: int = 60,
              height: int = 256, width: int = 128, batch_size: int = 32, lr: float = 3e-4,
              seed: int = 0, profile: str = "smoke", method: str | None = None,
@@ -175,7 +175,9 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
     ``"package.module:function"``; ``backbone_kwargs`` go to it (``genotype`` (a path or name),
     ``C``, ``layers``, ``stem``; with ``init_checkpoint`` the checkpoint's arch fills in what
     is not given). ``loss``: ``softmax`` or ``softmax_triplet`` (``triplet`` is an alias).
-    ``method`` labels the run in metrics.json (default: the backbone spec).
+    ``method`` labels the run in metrics.json (default: the backbone spec), ``dataset_label``
+    the data (default: ``dataset``; the smoke config says ``market1501_smoke``: its images are
+    generated, only the layout is Market-1501's).
     """
     if loss not in LOSS_NAMES:
         raise ValueError(f"unknown loss {loss!r}: expected 'softmax' or 'softmax_triplet'")
@@ -274,7 +276,8 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
             engine.writer.close()
 
     metrics = {
-        "stage": "reid", "method": method or backbone, "seed": seed, "dataset": dataset,
+        "stage": "reid", "method": method or backbone, "seed": seed,
+        "dataset": dataset_label or dataset,
         "loss": loss, "mAP": result["mAP"], "rank1": result["rank1"], "rank5": result["rank5"],
         "rank10": result["rank10"], "train_seconds": round(train_seconds, 3),
         "device": torch.cuda.get_device_name(0) if use_gpu else "cpu",
@@ -286,7 +289,7 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
         "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint),
     }
     atomic_write_json(work_dir / "metrics.json", metrics)
-    log(f"[reid] {metrics['method']} {dataset} {loss}: mAP {metrics['mAP']:.1f} "
+    log(f"[reid] {metrics['method']} {metrics['dataset']} {loss}: mAP {metrics['mAP']:.1f} "
         f"rank1 {metrics['rank1']:.1f} ({train_seconds:.1f}s training) -> "
         f"{work_dir / 'metrics.json'}")
     return metrics
