@@ -116,8 +116,7 @@ def _top1_vs_search_cost(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: 
             fig = Figure(figsize=(7.5, 4.6))
             ax = fig.add_subplot(111)
             for method, x, y in pts:
-                ax.errorbar(x.mean, y.mean, xerr=_err(x), yerr=_err(y), fmt="o", ms=7, capsize=4,
-                            color=_color(method), label=f"{C.method_label(method)} (n={y.n})")
+                _scatter_point(ax, method, x, y)
             lab = C.dataset_label(dataset)
             if unit == "GPU-days" and not C.is_smoke(profile) and lab:
                 cost = C.paper_rows(paper, metric="search_cost", dataset=lab)
@@ -131,17 +130,11 @@ def _top1_vs_search_cost(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: 
                     ax.plot(float(r["value"]), float(acc.iloc[0]["value"]), marker="*", ms=14,
                             ls="none", mfc="none", mec=_color(r["method"]), mew=1.5,
                             label=f"paper: {C.method_label(r['method'])} ({r['paper']})")
-            ax.set_xlabel(f"search cost ({unit})")
-            ax.set_ylabel("top-1 accuracy (%)")
             title = f"Top-1 vs search cost — {dataset}, profile {profile}"
-            ax.set_title(title + _subtitle(profile), fontsize=10)
-            ax.grid(alpha=0.3)
-            ax.margins(x=0.15, y=0.15)
-            _scatter_legend(ax)
-            name = f"top1_vs_search_cost_{_slug(dataset)}_{_slug(profile)}_{_slug(unit)}"
-            path = plots_dir / f"{name}.png"
-            _save(fig, path)
-            out.append(PlotInfo(name, path, f"{title} ({unit})"))
+            out.append(_finish_scatter(
+                fig, ax, f"search cost ({unit})", title, profile, plots_dir,
+                f"top1_vs_search_cost_{_slug(dataset)}_{_slug(profile)}_{_slug(unit)}",
+                f"{title} ({unit})"))
     return out
 
 
@@ -156,22 +149,32 @@ def _top1_vs_ops(metrics: pd.DataFrame, plots_dir: Path) -> list[PlotInfo]:
         fig = Figure(figsize=(7.5, 4.6))
         ax = fig.add_subplot(111)
         for method, gm in sorted(g.groupby("method"), key=lambda kv: C.method_sort_key(kv[0])):
-            x, y = seed_stats(gm["ops_m"]), seed_stats(gm["top1"])
-            ax.errorbar(x.mean, y.mean, xerr=_err(x), yerr=_err(y), fmt=_marker(method), ms=7,
-                        capsize=4, color=_color(method),
-                        label=f"{C.method_label(method)} (n={y.n})")
-        ax.set_xlabel("OPs (M) = FLOPs + BOPs / 64")
-        ax.set_ylabel("top-1 accuracy (%)")
+            _scatter_point(ax, method, seed_stats(gm["ops_m"]), seed_stats(gm["top1"]))
         title = f"Top-1 vs OPs — {dataset}, profile {profile}"
-        ax.set_title(title + _subtitle(profile), fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.margins(x=0.15, y=0.15)
-        _scatter_legend(ax)
-        name = f"top1_vs_ops_{_slug(dataset)}_{_slug(profile)}"
-        path = plots_dir / f"{name}.png"
-        _save(fig, path)
-        out.append(PlotInfo(name, path, title))
+        out.append(_finish_scatter(fig, ax, "OPs (M) = FLOPs + BOPs / 64", title, profile,
+                                   plots_dir, f"top1_vs_ops_{_slug(dataset)}_{_slug(profile)}",
+                                   title))
     return out
+
+
+def _scatter_point(ax, method: str, x: C.Stats, y: C.Stats) -> None:
+    """One method: mean with seed-std error bars in both directions."""
+    ax.errorbar(x.mean, y.mean, xerr=_err(x), yerr=_err(y), fmt=_marker(method), ms=7,
+                capsize=4, color=_color(method), label=f"{C.method_label(method)} (n={y.n})")
+
+
+def _finish_scatter(fig, ax, xlabel: str, title: str, profile: str, plots_dir: Path,
+                    name: str, caption: str) -> PlotInfo:
+    """Axes, title and legend of a top-1 scatter, then save it as ``<name>.png``."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title + _subtitle(profile), fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.margins(x=0.15, y=0.15)
+    _scatter_legend(ax)
+    path = plots_dir / f"{name}.png"
+    _save(fig, path)
+    return PlotInfo(name, path, caption)
 
 
 def _bar_panel(ax, labels, cells, metric, paper_vals, paper_label, amb_vals, amb_label, xlabel):
