@@ -14,14 +14,16 @@ def correct_topk(logits: Tensor, target: Tensor, topk: Sequence[int] = (1,)) -> 
     """Number of samples whose label is among the k best logits, for each k.
 
     Top-1 is ``argmax``, which returns the first maximal index on ties, so a network with
-    constant outputs (a collapsed 1-bit sub-network) scores the same on every run; k > 1
-    uses ``topk``."""
+    constant outputs (a collapsed 1-bit sub-network) scores the same on every run. k > 1
+    uses ``topk`` and also counts every top-1 hit, so top-k >= top-1 even when ties make
+    ``topk`` pick other indices than ``argmax``."""
     first = logits.argmax(dim=1).eq(target)
-    maxk = min(max(topk), logits.shape[1])
-    hit = (logits.topk(maxk, dim=1).indices.eq(target.view(-1, 1)) if maxk > 1
-           else first.view(-1, 1))
-    return [int(first.sum()) if min(k, maxk) == 1 else int(hit[:, :min(k, maxk)].any(dim=1).sum())
-            for k in topk]
+    ks = [min(k, logits.shape[1]) for k in topk]
+    counts = {1: int(first.sum())}
+    if max(ks) > 1:
+        hit = logits.topk(max(ks), dim=1).indices.eq(target.view(-1, 1))
+        counts.update({k: int((hit[:, :k].any(dim=1) | first).sum()) for k in ks if k > 1})
+    return [counts[k] for k in ks]
 
 
 def accuracy(logits: Tensor, target: Tensor, topk: Sequence[int] = (1,)) -> list[float]:

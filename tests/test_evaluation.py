@@ -34,3 +34,10 @@ def test_evaluate_pools_batches_caps_them_and_restores_the_mode():
     assert evaluate(model, batches, torch.device("cpu"))[0] == 100 * 4 / 9
     assert evaluate(model, batches, torch.device("cpu"), max_batches=2)[0] == 100 * 4 / 6
     assert model.modes == [False] * 5 and model.training
+
+
+def test_top_k_counts_every_top_1_hit_even_when_ties_pick_other_indices():
+    logits = torch.zeros(4, 10)          # a collapsed network: every class tied
+    target = torch.tensor([0, 3, 0, 9])  # argmax is class 0: two top-1 hits
+    top1, top5, top10 = correct_topk(logits, target, (1, 5, 10))
+    assert top1 == 2 and top1 <= top5 <= top10 == 4
