@@ -400,6 +400,14 @@ def _stats_of(g: pd.DataFrame, method: str, col: str = "top1") -> Stats:
     return seed_stats(g.loc[g["method"] == method, col].tolist())
 
 
+def _comparison_group(label: str, profile: str, comps: list[tuple[str, str, str]]) -> _Group:
+    """One group of a claim made of comparisons that must all hold; smoke data judges none."""
+    if is_smoke(profile):
+        return _Group(label, profile_rank(profile), CANNOT_SAY, "synthetic smoke data",
+                      "; ".join(c[2] for c in comps))
+    return _Group(label, profile_rank(profile), *all_of(comps))
+
+
 def _ranking_claim(train_main: pd.DataFrame, a: str, opponents: Sequence[str]) -> tuple[str, str]:
     groups = []
     for (dataset, profile), g in _train_groups(train_main):
@@ -407,16 +415,9 @@ def _ranking_claim(train_main: pd.DataFrame, a: str, opponents: Sequence[str]) -
         sa = _stats_of(g, a)
         if sa.n == 0 or not present:
             continue
-        label = f"{dataset}/{profile}"
         comps = [compare_greater(sa, _stats_of(g, m), method_label(a), method_label(m))
                  for m in present]
-        if is_smoke(profile):
-            det = "; ".join(c[2] for c in comps)
-            groups.append(_Group(label, profile_rank(profile), CANNOT_SAY,
-                                 "synthetic smoke data", det))
-            continue
-        v, r, d = all_of(comps)
-        groups.append(_Group(label, profile_rank(profile), v, r, d))
+        groups.append(_comparison_group(f"{dataset}/{profile}", profile, comps))
     return _aggregate(groups, f"needs train runs of {method_label(a)} and of "
                               f"{' / '.join(method_label(m) for m in opponents)} on the same "
                               "dataset and profile")
@@ -632,15 +633,14 @@ def _speedup_claims(paper: pd.DataFrame, search_main: pd.DataFrame, start: int) 
                     comps.append(compare_greater(scaled, sa, f"{1 - frac:g} x {method_label(m)} s",
                                                  f"{method_label(method)} s", ".1f"))
                 label = f"{dataset}/{profile}/{kind}"
-                if not is_paper_scale(profile):
-                    why = ("synthetic smoke data" if is_smoke(profile) else
-                           f"reduced search budgets ({profile} profile): the searches do not "
-                           "run the papers' schedules, so their wall times do not compare")
-                    groups.append(_Group(label, profile_rank(profile), CANNOT_SAY, why,
-                                         "; ".join(c[2] for c in comps)))
+                if profile_regime(profile) == "reduced":
+                    groups.append(_Group(
+                        label, profile_rank(profile), CANNOT_SAY,
+                        f"reduced search budgets ({profile} profile): the searches do not run "
+                        "the papers' schedules, so their wall times do not compare",
+                        "; ".join(c[2] for c in comps)))
                     continue
-                v, r, d = all_of(comps)
-                groups.append(_Group(label, profile_rank(profile), v, r, d))
+                groups.append(_comparison_group(label, profile, comps))
         v, why = _aggregate(groups, f"needs search runs of {method} and a prior-art searcher on the "
                                     "same dataset/profile/device kind")
         out.append(ClaimResult(f"S{i}", text, str(row["source"]), v, why))
@@ -650,13 +650,11 @@ def _speedup_claims(paper: pd.DataFrame, search_main: pd.DataFrame, start: int) 
 def _ablation_group(dataset: str, profile: str, comps: list[tuple[str, str, str]],
                     missing: list[str]) -> _Group:
     """One (dataset, profile) group of an ablation claim: every comparison must hold."""
-    label, rank = f"{dataset}/{profile}", profile_rank(profile)
+    label = f"{dataset}/{profile}"
     if any(c[1] == "not run" for c in comps):
-        return _Group(label, rank, CANNOT_SAY, "not run", f"missing cells: {', '.join(missing)}")
-    if is_smoke(profile):
-        return _Group(label, rank, CANNOT_SAY, "synthetic smoke data",
-                      "; ".join(c[2] for c in comps))
-    return _Group(label, rank, *all_of(comps))
+        return _Group(label, profile_rank(profile), CANNOT_SAY, "not run",
+                      f"missing cells: {', '.join(missing)}")
+    return _comparison_group(label, profile, comps)
 
 
 def _ablation_claims(train: pd.DataFrame, paper: pd.DataFrame) -> list[ClaimResult]:
