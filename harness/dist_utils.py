@@ -7,6 +7,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from backbones.search.base import rank, world_size  # noqa: F401 - re-exported for the harness
+
 
 def init_from_env() -> bool:
     """Join the process group torchrun describes; returns True when distributed."""
@@ -21,15 +23,7 @@ def init_from_env() -> bool:
 
 
 def is_dist() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def rank() -> int:
-    return dist.get_rank() if is_dist() else 0
-
-
-def world_size() -> int:
-    return dist.get_world_size() if is_dist() else 1
+    return world_size() > 1
 
 
 def is_main() -> bool:

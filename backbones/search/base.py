@@ -51,16 +51,26 @@ class SearchContext:
 
     @property
     def distributed(self) -> bool:
-        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        return world_size() > 1
+
+
+def world_size() -> int:
+    """Processes in the default process group; 1 when none is initialised."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    """This process's rank in the default process group; 0 when none is initialised."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def average_gradients(params: Iterable[nn.Parameter]) -> None:
     """All-reduce (mean) the gradients across ranks, so that weights and alpha take identical
     steps on every rank: the data-parallel part of DDP, done by hand because a bi-level search
     updates two parameter groups on two different batches per step."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    world = world_size()
+    if world == 1:
         return
-    world = dist.get_world_size()
     for p in params:
         if p.grad is not None:
             dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
@@ -69,11 +79,12 @@ def average_gradients(params: Iterable[nn.Parameter]) -> None:
 
 def all_reduce_mean(value: float) -> float:
     """Average a Python number over ranks (validation accuracies must agree on every rank)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    world = world_size()
+    if world == 1:
         return value
     t = torch.tensor([float(value)], dtype=torch.float64)
     dist.all_reduce(t)
-    return float(t.item() / dist.get_world_size())
+    return float(t.item() / world)
 
 
 class SearchMethod(ABC):

@@ -59,7 +59,7 @@ from backbones.search import tangent as tp
 from backbones.search.architect import (cosine_lr, make_arch_optimizer, make_weight_optimizer,
                                         set_lr, weight_step)
 from backbones.search.base import (Batch, CommonSearchConfig, SearchContext, SearchMethod,
-                                   average_gradients, register_search_method)
+                                   average_gradients, rank, register_search_method, world_size)
 from backbones.supernet import Supernet
 
 CHILD_ARCH_BATCHES = ("val", "train")
@@ -148,15 +148,12 @@ def _no_grad_for(params: list[nn.Parameter]) -> Iterator[None]:
 def _mean_over_ranks(tensors: list[Tensor]) -> list[Tensor]:
     """All-reduce mean of a list of tensors (copies; the inputs are left alone)."""
     out = [t.detach().clone() for t in tensors]
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    world = world_size()
+    if world > 1:
         for t in out:
             dist.all_reduce(t)
-            t.div_(dist.get_world_size())
+            t.div_(world)
     return out
-
-
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 @register_search_method
@@ -202,7 +199,7 @@ class DCPNAS(SearchMethod):
         """Label draws of the Fisher estimate: a function of (seed, step, rank), so a resumed
         run draws the same labels as an uninterrupted one."""
         gen = torch.Generator(device=self.ctx.device)
-        gen.manual_seed((self.ctx.seed * 1_000_003 + self.steps * 7_919 + _rank() * 104_729)
+        gen.manual_seed((self.ctx.seed * 1_000_003 + self.steps * 7_919 + rank() * 104_729)
                         % (2 ** 62))
         return gen
 
