@@ -6,9 +6,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install repro test test-all bench
+.PHONY: install install-check repro test test-all bench
 install:
 	VENV=$(VENV) bash scripts/install.sh
+
+# the cold path, proven: temporary venv + wheel cache, no pip cache; builds mmcv (README)
+install-check:
+	bash scripts/install.sh --no-cache
 
 repro: install
 	$(BIN)/dvc repro
