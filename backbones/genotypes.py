@@ -197,3 +197,46 @@ DARTS_V2 = Genotype(
     reduce_concat=(2, 3, 4, 5),
     meta={"source": "DARTS_V2, Liu et al., ICLR 2019"},
 )
+
+_OFFICIAL = "YanjingLi0202/DCP-NAS, utils/genotypes_m.py"
+
+
+def _published(normal: list[list[Edge]], reduce: list[list[Edge]], source: str) -> Genotype:
+    """A cell as the official file writes it: one [op, input] pair per node."""
+    concat = tuple(range(2, 2 + STEPS))
+    return Genotype(tuple(e for node in normal for e in node), concat,
+                    tuple(e for node in reduce for e in node), concat, meta={"source": source})
+
+
+# DCP-NAS-L (Li et al., IJCV 2023): genotype DDPNAS_MCN_2 of the official repository, which
+# its README retrains with --init_channels 108 --layers 10 on ImageNet.
+DCPNAS_L = _published(
+    normal=[[("sep_conv_5x5", 1), ("max_pool_3x3", 0)], [("dil_conv_3x3", 2), ("skip_connect", 0)],
+            [("sep_conv_3x3", 3), ("avg_pool_3x3", 1)], [("dil_conv_3x3", 4), ("avg_pool_3x3", 3)]],
+    reduce=[[("max_pool_3x3", 0), ("sep_conv_3x3", 1)], [("dil_conv_3x3", 1), ("sep_conv_3x3", 0)],
+            [("max_pool_3x3", 1), ("dil_conv_5x5", 2)], [("dil_conv_5x5", 2), ("sep_conv_5x5", 1)]],
+    source=f"DCP-NAS-L: DDPNAS_MCN_2, {_OFFICIAL} (README: C=108, 10 layers, ImageNet)")
+
+# PC-DARTS (Xu et al., ICLR 2020), its published CIFAR-10 and ImageNet cells, as carried by
+# the official DCP-NAS repository (utils/genotypes.py: PC_DARTS_cifar, PC_DARTS_image).
+PC_DARTS_CIFAR = _published(
+    normal=[[("sep_conv_3x3", 1), ("skip_connect", 0)], [("sep_conv_3x3", 0), ("dil_conv_3x3", 1)],
+            [("sep_conv_5x5", 0), ("sep_conv_3x3", 1)], [("avg_pool_3x3", 0), ("dil_conv_3x3", 1)]],
+    reduce=[[("sep_conv_5x5", 1), ("max_pool_3x3", 0)], [("sep_conv_5x5", 1), ("sep_conv_5x5", 2)],
+            [("sep_conv_3x3", 0), ("sep_conv_3x3", 3)], [("sep_conv_3x3", 1), ("sep_conv_3x3", 2)]],
+    source="PC-DARTS CIFAR-10 cell (Xu et al., ICLR 2020): PC_DARTS_cifar, "
+           "YanjingLi0202/DCP-NAS, utils/genotypes.py")
+PC_DARTS_IMAGENET = _published(
+    normal=[[("skip_connect", 1), ("sep_conv_3x3", 0)], [("sep_conv_3x3", 0), ("skip_connect", 1)],
+            [("sep_conv_3x3", 1), ("sep_conv_3x3", 3)], [("sep_conv_3x3", 1), ("dil_conv_5x5", 4)]],
+    reduce=[[("sep_conv_3x3", 0), ("skip_connect", 1)], [("dil_conv_5x5", 2), ("max_pool_3x3", 1)],
+            [("sep_conv_3x3", 2), ("sep_conv_3x3", 1)], [("sep_conv_5x5", 0), ("sep_conv_3x3", 3)]],
+    source="PC-DARTS ImageNet cell (Xu et al., ICLR 2020): PC_DARTS_image, "
+           "YanjingLi0202/DCP-NAS, utils/genotypes.py")
+
+#: the published cells by the name they go by in the harness (``harness train --method``,
+#: ``reference_backbones``, ``backbones``, ``create_backbone("nas", genotype=...)``)
+PUBLISHED: dict[str, Genotype] = {"darts_v2": DARTS_V2, "dcpnas_l": DCPNAS_L,
+                                  "pcdarts_cifar": PC_DARTS_CIFAR,
+                                  "pcdarts_imagenet": PC_DARTS_IMAGENET}
+

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from backbones.binary import weight_binarizer
 from backbones.genotypes import Genotype
 from backbones.operations import FactorizedReduce, ReLUConvBN, create_op
 
@@ -62,12 +63,22 @@ def make_stem(kind: str, in_channels: int, c_out: int) -> tuple[nn.Module, nn.Mo
 
 
 class NASNetwork(nn.Module):
-    """A 1-bit (``binary=True``) or real network of discrete cells from a genotype."""
+    """A 1-bit (``binary=True``) or real network of discrete cells from a genotype.
+
+    ``binarizer`` picks the weight binarizer of every binary conv (``backbones.binary``)."""
 
     def __init__(self, genotype: Genotype, C: int = 36, num_classes: int = 10, layers: int = 20,
                  *, stem: str = "cifar", binary: bool = True, in_channels: int = 3,
-                 stem_multiplier: int = 3, out_indices: Sequence[int] | None = None) -> None:
+                 stem_multiplier: int = 3, out_indices: Sequence[int] | None = None,
+                 binarizer: str = "official") -> None:
         super().__init__()
+        with weight_binarizer(binarizer):
+            self._build(genotype, C, num_classes, layers, stem, binary, in_channels,
+                        stem_multiplier, out_indices)
+
+    def _build(self, genotype: Genotype, C: int, num_classes: int, layers: int, stem: str,
+               binary: bool, in_channels: int, stem_multiplier: int,
+               out_indices: Sequence[int] | None) -> None:
         self.genotype = genotype
         self.stem_kind = stem
         self.binary = binary

@@ -17,11 +17,11 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 
-from backbones.genotypes import DARTS_V2, Genotype
+from backbones.genotypes import PUBLISHED, Genotype
 
 BackboneFactory = Callable[..., nn.Module]
 _BACKBONES: dict[str, BackboneFactory] = {}
-_GENOTYPES: dict[str, Genotype] = {"darts_v2": DARTS_V2}
+_GENOTYPES: dict[str, Genotype] = dict(PUBLISHED)
 
 
 class UnknownBackboneError(KeyError):

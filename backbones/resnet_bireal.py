@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from backbones.binary import BinaryConv2d
+from backbones.binary import BinaryConv2d, weight_binarizer
 from backbones.registry import register_backbone
 
 STAGE_BLOCKS = (2, 2, 2, 2)  # ResNet-18
@@ -78,8 +78,13 @@ class BiRealResNet(nn.Module):
     def __init__(self, num_classes: int = 10, *, width: int = 64, stem: str = "imagenet",
                  in_channels: int = 3, binary: bool = True,
                  blocks: Sequence[int] = STAGE_BLOCKS,
-                 out_indices: Sequence[int] | None = None) -> None:
+                 out_indices: Sequence[int] | None = None, binarizer: str = "official") -> None:
         super().__init__()
+        with weight_binarizer(binarizer):
+            self._build(num_classes, width, stem, in_channels, binary, blocks, out_indices)
+
+    def _build(self, num_classes: int, width: int, stem: str, in_channels: int, binary: bool,
+               blocks: Sequence[int], out_indices: Sequence[int] | None) -> None:
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
         self.stem_kind = stem

@@ -35,8 +35,8 @@ class MixedOp(nn.Module):
         self.ops = nn.ModuleList()
         for name in primitives:
             op = create_op(name, c_op, stride, affine=False, binary=binary)
-            if "pool" in name:  # DARTS: BN after pooling in the search model
-                op = nn.Sequential(op, nn.BatchNorm2d(c_op, affine=False))
+            if "pool" in name and not binary:  # DARTS: BN after pooling in the search model
+                op = nn.Sequential(op, nn.BatchNorm2d(c_op, affine=False))   # (binary: PoolBN)
             self.ops.append(op)
 
     #: indices of the ops that are run; None (the default) runs every op. Set by

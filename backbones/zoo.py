@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from backbones.genotypes import Genotype
+from backbones.genotypes import PUBLISHED, Genotype
 from backbones.network import NASNetwork
 from backbones.registry import register_backbone, resolve_genotype
 
@@ -19,7 +19,14 @@ def nas(genotype: Genotype | str | os.PathLike[str] = "darts_v2", **kwargs: Any)
     return NASNetwork(resolve_genotype(genotype), **kwargs)
 
 
-@register_backbone("darts_v2")
-def darts_v2(**kwargs: Any) -> nn.Module:
-    """The published DARTS-V2 cell, binarized: a reference cell from outside the 1-bit search."""
-    return NASNetwork(resolve_genotype("darts_v2"), **kwargs)
+def _published_factory(name: str):
+    def factory(**kwargs: Any) -> nn.Module:
+        return NASNetwork(resolve_genotype(name), **kwargs)
+    factory.__name__ = name
+    factory.__doc__ = f"The published cell {name!r} ({PUBLISHED[name].meta['source']}), binarized."
+    return factory
+
+
+# darts_v2, dcpnas_l, pcdarts_cifar, pcdarts_imagenet: usable wherever a backbone name is
+for _name in PUBLISHED:
+    register_backbone(_name)(_published_factory(_name))

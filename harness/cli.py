@@ -2,7 +2,10 @@
 
 Every subcommand reads params.yaml (``--params``) and its active profile (``--profile``
 overrides the file's ``profile`` key). Known input errors print one line naming the file or
-key and exit with status 2, instead of a traceback.
+key and exit with status 2, instead of a traceback. A file that cannot be written or read
+(disk full, read-only file system, permissions, quota, a file that vanished mid-run) prints one
+line naming the file, the reason and the size, and exits with status 1; atomic writes keep the
+previous file, so the same command resumes once the cause is fixed.
 """
 from __future__ import annotations
 
@@ -161,6 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # one line, so that scripts and logs can grep it
         console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
         return 2
+    except OSError as exc:   # StorageError from our writes, or a library's own file I/O
+        from backbones.atomic import storage_error_from
+        console.print(f"[bold red]error:[/] {escape(str(storage_error_from(exc)))}", soft_wrap=True)
+        return 1
     finally:
         from harness.dist_utils import shutdown
         shutdown()

@@ -66,6 +66,29 @@ def _type_name(typ: Any) -> str:
     return getattr(typ, "__name__", None) or str(typ).replace("typing.", "")
 
 
+#: integer settings where zero or a negative value makes no sense (counts and sizes): checked
+#: in every section and every search method's Config (``epochs: -1`` used to write a genotype
+#: after 0 steps)
+POSITIVE_INTS = frozenset({
+    "C", "layers", "epochs", "batch_size", "max_steps_per_epoch", "teacher_epochs",
+    "partial_channels", "samples_per_round", "max_val_batches", "ggn_samples", "image_size",
+    "lr_scale_batch", "cifar_train", "cifar_test", "coco_train", "coco_val", "coco_size",
+    "market_ids", "market_cams", "train_subset", "test_subset", "sweeps", "rounds",
+    "parent_every"})
+#: integer settings that may be zero but not negative
+NON_NEGATIVE_INTS = frozenset({"num_workers", "cutout"})
+
+
+def _range_problem(key: str, value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    if key in POSITIVE_INTS and value < 1:
+        return f"expected an integer >= 1, got {value!r}"
+    if key in NON_NEGATIVE_INTS and value < 0:
+        return f"expected an integer >= 0, got {value!r}"
+    return None
+
+
 def unknown_key_error(key: str, valid: list[str], where: str) -> ConfigError:
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
@@ -90,6 +113,9 @@ def build_dataclass(cls: type[T], data: Any, where: str) -> T:
             continue
         if not _type_ok(value, typ):
             raise ConfigError(f"{where}.{key}: expected {_type_name(typ)}, got {value!r}")
+        problem = _range_problem(key, value)
+        if problem:
+            raise ConfigError(f"{where}.{key}: {problem}")
         kwargs[key] = float(value) if typ is float else value
     try:
         return cls(**kwargs)
@@ -106,6 +132,7 @@ class DataSection:
     num_workers: int = 0
     image_size: int = 32             # imagenet only
     cutout: int = 0
+    lighting: float = 0.0            # imagenet only: AlexNet PCA lighting noise std (official 0.1)
     train_subset: int | None = None  # first N training images only (quick runs)
     test_subset: int | None = None
 
@@ -128,6 +155,7 @@ class SearchSection(CommonSearchConfig):
     train_portion: float = 0.5
     max_steps_per_epoch: int | None = None
     per_method: dict[str, dict[str, Any]] = field(default_factory=dict)
+    binarizer: str = "official"      # weight binarizer of the 1-bit supernet: official | mean_abs
     # keys set in params.yaml (filled by load_params): only those override a method's defaults
     explicit: list[str] = field(default_factory=list, repr=False)
 
@@ -154,7 +182,9 @@ class TrainSection:
     weight_decay: float = 1e-5
     momentum: float = 0.9
     label_smoothing: float = 0.0
-    grad_clip: float = 5.0
+    grad_clip: float = 0.0           # 0: none (official recipe)
+    lr_min: float = 0.0              # cosine schedule floor (official: 1e-5)
+    binarizer: str = "official"      # weight binarizer: official (MConv) | mean_abs
     two_step: bool = False           # step 1: binary activations only; step 2: fully binary
     step2_weight_decay: float = 0.0
     max_steps_per_epoch: int | None = None
@@ -223,6 +253,10 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
     top = {k: v for k, v in raw.items() if k not in ("profiles", "ablations")}
     params = build_dataclass(Params, top, where)
     params.source = where
+    bad = [s for s in params.seeds if s < 0]
+    if bad or not params.seeds:
+        raise ConfigError(f"{where}: seeds: expected a non-empty list of integers >= 0, got "
+                          f"{params.seeds!r}")
     if not isinstance(profiles_raw, dict) or not profiles_raw:
         raise ConfigError(f"{where}: key 'profiles' must map profile names to settings")
     params.profiles = {name: build_dataclass(Profile, body, f"{where}: profiles.{name}")
@@ -243,7 +277,14 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
 
 
 def _check_methods(params: Params, where: str) -> None:
+    from backbones.binary import BINARIZERS
     from backbones.search.base import get_search_method, list_search_methods
+    for pname, prof in params.profiles.items():
+        for section in ("search", "train"):
+            value = getattr(prof, section).binarizer
+            if value not in BINARIZERS:
+                raise ConfigError(f"{where}: profiles.{pname}.{section}.binarizer: expected one "
+                                  f"of {', '.join(BINARIZERS)}, got {value!r}")
     known = list_search_methods()
     for m in params.search_runs:
         if m not in known and m not in params.ablations:

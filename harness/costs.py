@@ -4,7 +4,8 @@ Conventions (those of the binary-network literature, e.g. Bi-Real Net, ReActNet)
 - a conv counts as BOPs when both its weights and its input activations are binary
   (BinaryConv2d with binary_input=True), otherwise as FLOPs (multiply-accumulates);
   OPs = FLOPs + BOPs / 64;
-- memory in Mbit = (1 bit per binary weight + 32 bits per real parameter) / 1e6;
+- memory in Mbit = (1 bit per binary weight + 32 bits per real parameter, the per-channel
+  weight scales included) / 1e6;
 - search/train cost: CPU-hours (wall hours x processes) when run on CPU; GPU-days only when
   measured on a GPU (wall days x GPUs).
 """
@@ -62,9 +63,13 @@ def model_cost(model: nn.Module, input_size: tuple[int, ...]) -> ModelCost:
         model.train(was_training)
         for h in handles:
             h.remove()
-    binary_weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, BinaryConv2d))
+    convs = [m for m in model.modules() if isinstance(m, BinaryConv2d)]
+    binary_weights = sum(m.weight.numel() for m in convs)
     params = sum(p.numel() for p in model.parameters())
-    bits = binary_weights + 32 * (params - binary_weights)
+    # per-channel scales the deployed network must store: the official binarizer's M is a
+    # parameter already; mean |w| is not, but is one real number per output channel too
+    extra_scales = sum(m.out_channels for m in convs if m.binarizer == "mean_abs")
+    bits = binary_weights + 32 * (params - binary_weights + extra_scales)
     return ModelCost(params_m=params / 1e6, flops_m=flops / 1e6, bops_m=bops / 1e6,
                      ops_m=(flops + bops / 64) / 1e6, memory_mbit=bits / 1e6)
 

@@ -13,7 +13,6 @@ import io
 import math
 import os
 import pickle
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +25,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from backbones.atomic import atomic_write_bytes, read_failure
 
 __all__ = [
     "DatasetError",
@@ -124,6 +125,8 @@ def _load_pickle(path: Path) -> Any:
     try:
         with open(path, "rb") as f:
             return _RestrictedUnpickler(f, encoding="bytes").load()
+    except OSError as e:   # vanished or unreadable between the check and the read
+        raise read_failure(e, path) from None
     except _ForbiddenGlobal as e:
         raise DatasetError(
             f"{path}: refusing to unpickle the global {e} (expected a CIFAR pickle holding only "
@@ -341,13 +344,41 @@ def cifar_transforms(train: bool, cutout: int = 0) -> T.Compose:
     return T.Compose(ops)
 
 
-def imagenet_transforms(train: bool, size: int) -> T.Compose:
-    """ImageNet transforms: RandomResizedCrop + flip for training, Resize(size*8/7)+CenterCrop for eval."""
+class Lighting:
+    """AlexNet-style PCA lighting noise (Krizhevsky et al. 2012), as in the official DCP-NAS
+    retraining (``Lighting(0.1)``): adds ``eigvec @ (alpha * eigval)`` to every pixel, with
+    alpha ~ N(0, alphastd) per image and channel; on a [0, 1] tensor, before normalisation.
+    torchvision has no such transform."""
+
+    EIGVAL = torch.tensor([0.2175, 0.0188, 0.0045])
+    EIGVEC = torch.tensor([[-0.5675, 0.7192, 0.4009],
+                           [-0.5808, -0.0045, -0.8140],
+                           [-0.5836, -0.6948, 0.4203]])
+
+    def __init__(self, alphastd: float) -> None:
+        self.alphastd = alphastd
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if self.alphastd == 0:
+            return img
+        alpha = torch.randn(3) * self.alphastd
+        rgb = (self.EIGVEC * (alpha * self.EIGVAL).view(1, 3)).sum(dim=1)
+        return img + rgb.view(3, 1, 1)
+
+    def __repr__(self) -> str:
+        return f"Lighting(alphastd={self.alphastd})"
+
+
+def imagenet_transforms(train: bool, size: int, lighting: float = 0.0) -> T.Compose:
+    """ImageNet transforms: RandomResizedCrop + flip (+ Lighting) for training,
+    Resize(size*8/7) + CenterCrop for eval."""
     if train:
-        ops: list[Callable] = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
+        ops: list[Callable] = [T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor()]
+        if lighting > 0:
+            ops.append(Lighting(lighting))
     else:
-        ops = [T.Resize(size * 8 // 7), T.CenterCrop(size)]
-    return T.Compose(ops + [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        ops = [T.Resize(size * 8 // 7), T.CenterCrop(size), T.ToTensor()]
+    return T.Compose(ops + [T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,6 +400,7 @@ class DataConfig:
     num_workers: int = 0
     image_size: int = 32  # imagenet only
     cutout: int = 0
+    lighting: float = 0.0  # imagenet only
     train_subset: int | None = None
     test_subset: int | None = None
 
@@ -391,7 +423,8 @@ def build_dataset(cfg: DataConfig, train: bool, augment: bool | None = None) -> 
     augment = train if augment is None else augment
     if cfg.name == "cifar10":
         return CIFAR10Pickle(cfg.root, train=train, transform=cifar_transforms(augment, cfg.cutout))
-    return imagenet_folder(cfg.root, "train" if train else "val", imagenet_transforms(augment, cfg.image_size))
+    return imagenet_folder(cfg.root, "train" if train else "val", imagenet_transforms(augment, cfg.image_size,
+                                                                       cfg.lighting))
 
 
 def infer_num_classes(cfg: DataConfig) -> int:
@@ -580,24 +613,6 @@ def _balanced_labels(n: int, num_classes: int, rng: np.random.Generator) -> np.n
     return rng.permutation(np.arange(n) % num_classes)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and os.replace, so a killed run leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _cifar_pickle_bytes(obj: dict) -> bytes:
     # Protocol 2, as the official files and the real subset: readable by every CIFAR reader.
     return pickle.dumps(obj, protocol=2)
@@ -628,19 +643,19 @@ def generate_cifar_like(root: Path, n_train: int = 5000, n_test: int = 1000, num
     bounds = np.linspace(0, n_train, 6).astype(int)
     for i, name in enumerate(_CIFAR_TRAIN_FILES):
         a, b = bounds[i], bounds[i + 1]
-        _atomic_write(folder / name, _cifar_pickle_bytes({
+        atomic_write_bytes(folder / name, _cifar_pickle_bytes({
             b"batch_label": f"training batch {i + 1} of 5 (synthetic, seed {seed})".encode(),
             b"labels": [int(x) for x in train_labels[a:b]],
             b"data": rows(train_imgs[a:b]),
             b"filenames": [f"synthetic_train_{j:06d}.png".encode() for j in range(a, b)],
         }))
-    _atomic_write(folder / _CIFAR_TEST_FILE, _cifar_pickle_bytes({
+    atomic_write_bytes(folder / _CIFAR_TEST_FILE, _cifar_pickle_bytes({
         b"batch_label": f"testing batch 1 of 1 (synthetic, seed {seed})".encode(),
         b"labels": [int(x) for x in test_labels],
         b"data": rows(test_imgs),
         b"filenames": [f"synthetic_test_{j:06d}.png".encode() for j in range(n_test)],
     }))
-    _atomic_write(folder / _CIFAR_META_FILE, _cifar_pickle_bytes({
+    atomic_write_bytes(folder / _CIFAR_META_FILE, _cifar_pickle_bytes({
         b"num_cases_per_batch": int(bounds[1] - bounds[0]),
         b"label_names": [_class_name(c).encode() for c in range(num_classes)],
         b"num_vis": _CIFAR_ROW,
@@ -667,5 +682,5 @@ def generate_imagenet_like(root: Path, num_classes: int = 10, n_train_per_class:
             synset = f"n{int(c):08d}"
             buf = io.BytesIO()
             Image.fromarray(img).save(buf, format="JPEG", quality=90)
-            _atomic_write(root / split / synset / f"{synset}_{split}_{i % per_class:05d}.JPEG", buf.getvalue())
+            atomic_write_bytes(root / split / synset / f"{synset}_{split}_{i % per_class:05d}.JPEG", buf.getvalue())
     return root

@@ -11,7 +11,6 @@ A plot without data is skipped (logged, no file). Error bars (sample std) when n
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
+from backbones.atomic import atomic_write_rendered  # noqa: E402
 from harness import claims as C  # noqa: E402
 from harness.claims import Stats, seed_stats  # noqa: E402
 
@@ -74,15 +74,9 @@ def _err(s: Stats):
 
 
 def _save(fig: Figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_rendered(path, lambda buf: fig.savefig(buf, format="png", dpi=110,
+                                                        bbox_inches="tight"))
 
 
 def _scatter_legend(ax) -> None:

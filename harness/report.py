@@ -44,6 +44,8 @@ from typing import Any
 
 import pandas as pd
 
+from backbones.atomic import atomic_write_bytes
+
 from harness import claims as C
 from harness.claims import Stats, fmt_num, fmt_stats, seed_stats
 
@@ -51,7 +53,8 @@ log = logging.getLogger(__name__)
 
 PAPER_NUMBERS_CSV = "paper_numbers.csv"
 PAPER_COLUMNS = ["paper", "method", "dataset", "table", "setting", "metric", "value", "unit", "source"]
-PAPER_METRICS = {"top1", "top5", "top1_error", "search_cost", "memory", "search_speedup_vs_prior_art"}
+PAPER_METRICS = {"top1", "top5", "top1_error", "top5_error", "search_cost", "memory", "params",
+                 "ops", "search_speedup_vs_prior_art", "search_speedup_vs_pcdarts"}
 
 STAGES = ("search", "train", "detect", "reid")
 COST_UNITS = {"cpu": "CPU-hours", "gpu": "GPU-days"}
@@ -68,7 +71,10 @@ STAGE_REQUIRED = {
     "detect": {"detector": STR, "bbox_mAP": NUM, "bbox_mAP_50": NUM},
     "reid": {"loss": STR, "mAP": NUM, "rank1": NUM, "rank5": NUM, "rank10": NUM},
 }
-STAGE_OPTIONAL = {"search": {"supernet_top1": NUM}, "train": {"size": STR}, "detect": {}, "reid": {}}
+STAGE_OPTIONAL = {"search": {"supernet_top1": NUM},
+                  "train": {"size": STR, "best_top1": NUM, "best_top5": NUM, "best_epoch": INT,
+                            "binarizer": STR},
+                  "detect": {}, "reid": {}}
 ENUMS = {
     "device_kind": tuple(COST_UNITS),
     "search_cost_unit": tuple(COST_UNITS.values()),
@@ -77,7 +83,7 @@ ENUMS = {
     "loss": ("softmax", "softmax_triplet"),
     "size": ("S", "L"),
 }
-PERCENT_KEYS = {"top1", "top5", "supernet_top1", "bbox_mAP", "bbox_mAP_50", "mAP", "rank1",
+PERCENT_KEYS = {"top1", "top5", "best_top1", "best_top5", "supernet_top1", "bbox_mAP", "bbox_mAP_50", "mAP", "rank1",
                 "rank5", "rank10"}
 DISTANCE_ALIASES = {"fnorm": "fnorm", "f-norm": "fnorm", "f_norm": "fnorm", "frobenius": "fnorm",
                     "fro": "fnorm", "l2": "fnorm", "l1": "l1", "cosine": "cosine", "cos": "cosine"}
@@ -194,14 +200,17 @@ def _validate_record(rec: Any, where: str) -> list[str]:
 def _ablation_fields(abl: dict | None) -> dict:
     if not abl:
         return {"ablation_key": "", "variant": "main", "abl_table": "", "abl_tangent": None,
-                "abl_recon": None, "abl_distance": ""}
+                "abl_recon": None, "abl_distance": "", "abl_second_order": ""}
     abl = dict(abl)
     table = abl["table"]
-    out = {"abl_table": table, "abl_tangent": None, "abl_recon": None, "abl_distance": ""}
+    out = {"abl_table": table, "abl_tangent": None, "abl_recon": None, "abl_distance": "",
+           "abl_second_order": str(abl.get("second_order", ""))}
     if table == "4.2":
         out["abl_tangent"], out["abl_recon"] = abl["tangent"], abl["recon"]
         variant = (f"T4.2: tangent {'on' if abl['tangent'] else 'off'}, "
                    f"L_R {'on' if abl['recon'] else 'off'}")
+    elif table == C.TABLE_43 and "second_order" in abl:
+        variant = f"T4.3: second order {abl['second_order']}"
     elif table == "4.4":
         abl["distance"] = DISTANCE_ALIASES[abl["distance"].lower()]
         out["abl_distance"] = abl["distance"]
@@ -268,7 +277,7 @@ def load_metrics(runs_dir: Path | str) -> pd.DataFrame:
         raise ReportError(head + "\n  " + "\n  ".join(problems), problems)
     front = ["path", "stage", "method", "seed", "profile", "dataset", "device", "device_kind",
              "variant", "ablation_key", "abl_table", "abl_tangent", "abl_recon", "abl_distance",
-             "ablation"]
+             "abl_second_order", "ablation"]
     df = pd.DataFrame.from_records(records)
     # every schema column exists (NaN where a stage lacks it) so that stage subsets can be
     # grouped / selected whichever stages are present
@@ -475,17 +484,22 @@ def build_classification(metrics: pd.DataFrame, paper: pd.DataFrame) -> pd.DataF
                     key=lambda kv: (C.profile_sort_key(kv[0][3]), kv[0][2], kv[0][1] != "",
                                     C.method_sort_key(kv[0][0]), kv[1]["variant"].iloc[0]))
     # rows: best profile first, then dataset; main runs of all methods before ablation variants
+    has_best = "best_top1" in train and train["best_top1"].notna().any()
     for (method, akey, dataset, profile), g in groups:
         first = g.iloc[0]
         settings = _variant_settings(first)
-        e1 = _paper_entries(paper, method, settings, "top1") if settings else []
-        e5 = _paper_entries(paper, method, settings, "top5") if settings else []
+        paper_method = C.PUBLISHED_AS.get(method, (method,))[0]   # dcpnas_l -> DCP-NAS-L's rows
+        if method in C.PUBLISHED_AS and akey == "":
+            settings = [C.SETTING_L_FULL]
+        e1 = _paper_entries(paper, paper_method, settings, "top1") if settings else []
+        e5 = _paper_entries(paper, paper_method, settings, "top5") if settings else []
         top1, top5 = _stats(g, "top1"), _stats(g, "top5")
         srows, note = search_rows_for(search, method, akey, dataset, profile, g["seed"])
         rows.append({
             "method": method, "variant": first["variant"], "dataset": dataset, "profile": profile,
             "n seeds": int(top1.n),
             "top-1 (%)": fmt_stats(top1), "top-5 (%)": fmt_stats(top5),
+            **({"best-epoch top-1 (%)": fmt_stats(_stats(g, "best_top1"))} if has_best else {}),
             "params (M)": fmt_stats(_stats(g, "params_m"), ".3g"),
             "OPs (M)": fmt_stats(_stats(g, "ops_m"), ".4g"),
             "memory (Mbit)": fmt_stats(_stats(g, "memory_mbit"), ".3g"),
@@ -498,14 +512,31 @@ def build_classification(metrics: pd.DataFrame, paper: pd.DataFrame) -> pd.DataF
     return pd.DataFrame(rows)
 
 
+def _paper_search_cost_rows(paper: pd.DataFrame, method: str, run: pd.Series) -> pd.DataFrame:
+    """The paper search costs a search group compares with: the method's headline and Table
+    4.3 rows for a main run (for DCP-NAS the GGN rows: GGN is the default), the exact-second-
+    order rows of Table 4.3 for a Table 4.3 ablation with second_order exact; none for other
+    ablations."""
+    rows = C.paper_rows(paper, method=method, metric="search_cost")
+    exact = rows["setting"].str.contains(C.EXACT_SECOND_ORDER, regex=False)
+    if run["ablation_key"] == "":
+        return rows[(rows["setting"].isin(C.HEADLINE_SETTINGS) | (rows["table"] == C.TABLE_43))
+                    & ~exact]
+    if run["abl_table"] == C.TABLE_43 and run.get("abl_second_order") == "exact":
+        return rows[exact]
+    return rows.iloc[0:0]
+
+
 def build_search_cost(metrics: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     search = _stage(metrics, "search")
     has_supernet = "supernet_top1" in search and search["supernet_top1"].notna().any()
     rows = []
     for (method, akey, dataset, profile, unit), g in _group_sorted(
             search, ["method", "ablation_key", "dataset", "profile", "search_cost_unit"]):
-        prow = C.paper_rows(paper, method=method, metric="search_cost") if akey == "" else paper.iloc[0:0]
-        pcell = "; ".join(f"{C.paper_text(r)} {r['unit']} ({r['dataset']}, {C.short_source(r)})"
+        prow = _paper_search_cost_rows(paper, method, g.iloc[0])
+        pcell = "; ".join(f"{C.paper_text(r)} {r['unit']} ({r['dataset']}, {C.short_source(r)}"
+                          + (f", {r['setting']}" if r["setting"] not in C.HEADLINE_SETTINGS
+                             and r["setting"] != "Table 4.3" else "") + ")"
                           for _, r in prow.iterrows()) or "—"
         if prow.empty:
             comp = "—"
@@ -636,17 +667,7 @@ def build_reid(metrics: pd.DataFrame) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------ writing
 def _atomic_write(path: Path, data: str | bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        if isinstance(data, bytes):
-            tmp.write_bytes(data)
-        else:
-            tmp.write_text(data, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write_bytes(path, data if isinstance(data, bytes) else data.encode("utf-8"))
 
 
 def _md(df: pd.DataFrame) -> str:
@@ -816,7 +837,9 @@ def build_report(runs_dir: Path, out_dir: Path, console=None,
         "detection": (build_detection(metrics), []),
         "reid": (build_reid(metrics), []),
     }
-    cls_notes = ["Top-1 / top-5: mean ± sample std (ddof=1) over seeds, or the value and n=1.",
+    cls_notes = ["Top-1 / top-5: mean ± sample std (ddof=1) over seeds, or the value and n=1, of the "
+                 "final epoch. Best-epoch top-1: the best test epoch of the last training step, which "
+                 "is what the official DCP-NAS scripts report (it selects on the test set).",
                  "The paper columns show the papers' numbers for the method whatever the dataset; "
                  "Δ = measured − paper only when the dataset matches (cifar10 ↔ CIFAR-10, imagenet ↔ "
                  "ImageNet) and the profile is not smoke.",

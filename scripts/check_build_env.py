@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import warnings
 
 
 def problem() -> str | None:
@@ -17,7 +18,9 @@ def problem() -> str | None:
     except ImportError as e:
         return f"setuptools is not importable in {sys.prefix} ({e}); mmcv's build needs it"
     try:
-        import pkg_resources  # noqa: F401  (mmcv 2.1.0's setup.py imports it)
+        with warnings.catch_warnings():   # "pkg_resources is deprecated": expected here
+            warnings.simplefilter("ignore")
+            import pkg_resources  # noqa: F401  (mmcv 2.1.0's setup.py imports it)
     except ImportError:
         return (f"setuptools {setuptools.__version__} in {sys.prefix} has no pkg_resources, which "
                 "mmcv 2.1.0's setup.py imports: scripts/constraints.txt must cap setuptools (<80) "

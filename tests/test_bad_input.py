@@ -7,7 +7,6 @@ Most cases run the CLI in this process (harness.cli.main), as `harness ...` woul
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import pickle
 import shutil
@@ -456,3 +455,24 @@ def test_package_sources_load_nothing_unsafely() -> None:
     data = (REPO / "harness" / "data.py").read_text()
     assert "class _RestrictedUnpickler(pickle.Unpickler)" in data
     assert "_RestrictedUnpickler(f, encoding=\"bytes\").load()" in data
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("search", "epochs", -1), ("search", "epochs", 0), ("train", "batch_size", 0),
+    ("search", "C", -4), ("train", "layers", 0), ("data", "num_workers", -1)])
+def test_counts_must_be_positive(tmp_path: Path, section: str, key: str, value: int) -> None:
+    """`epochs: -1` used to be accepted and write a genotype after 0 steps."""
+    from harness.config import ConfigError, load_params
+    params = write_params(tmp_path, "unused", profile={section: {key: value}})
+    with pytest.raises(ConfigError) as info:
+        load_params(params)
+    msg = str(info.value)
+    assert f"profiles.smoke.{section}" in msg and key in msg and repr(value) in msg
+    assert ">= 1" in msg or ">= 0" in msg
+
+
+def test_seeds_must_be_non_negative(tmp_path: Path) -> None:
+    from harness.config import ConfigError, load_params
+    params = write_params(tmp_path, "unused", top={"seeds": [0, -2]})
+    with pytest.raises(ConfigError, match=r"seeds: expected a non-empty list of integers >= 0"):
+        load_params(params)

@@ -6,7 +6,6 @@ import io
 import pytest
 import torch
 
-from backbones.binary import binarize_weight
 from backbones.genotypes import NUM_EDGES, Genotype
 from backbones.operations import PRIMITIVES
 from backbones.search.base import SearchContext, create_search_method, get_search_method
@@ -69,26 +68,28 @@ def test_kernel_cp_loss_zero_iff_child_kernels_equal_parent_kernels():
     pairs = m.active_kernel_pairs()
     assert pairs and all(p.shape == c.shape for p, c in pairs)
     assert float(m.cp_loss().detach()) > 0
-    # binarized (default): the Child's kernel is beta * sign(w)
+    # binarized (default): the Child's kernel is its conv's binarized weight
     with torch.no_grad():
-        for w_p, w_c in pairs:
-            w_p.copy_(binarize_weight(w_c))
+        for w_p, h_c in pairs:
+            w_p.copy_(h_c)
     assert float(m.cp_loss().detach()) == 0.0
-    assert float(kernel_cp_loss(pairs, "latent").detach()) > 0  # latent w != beta sign(w)
-    # latent: the Child's real weights
+    # latent: the Child's real weights (differ from their binarized values)
+    m.cfg.cp_kernel = "latent"
+    latent = m.active_kernel_pairs()
+    assert float(kernel_cp_loss(latent).detach()) > 0
     with torch.no_grad():
-        for w_p, w_c in pairs:
+        for w_p, w_c in latent:
             w_p.copy_(w_c)
-    assert float(kernel_cp_loss(pairs, "latent").detach()) == 0.0
+    assert float(kernel_cp_loss(latent).detach()) == 0.0
     with torch.no_grad():
-        pairs[0][1].add_(0.1)
-    assert float(kernel_cp_loss(pairs, "latent").detach()) > 0
+        latent[0][1].add_(0.1)
+    assert float(kernel_cp_loss(latent).detach()) > 0
 
 
 def test_kernel_cp_loss_value_and_gradient_flow():
     w_p = torch.randn(3, 2, 3, 3, requires_grad=True)
     w_c = torch.randn(3, 2, 3, 3, requires_grad=True)
-    loss = kernel_cp_loss([(w_p, w_c)], "latent")
+    loss = kernel_cp_loss([(w_p, w_c)])
     expected = ((w_c - w_p) ** 2).flatten(1).mean(1).sum()  # sum over filters of per-filter MSE
     torch.testing.assert_close(loss, expected)
     loss.backward()

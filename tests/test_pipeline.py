@@ -93,3 +93,22 @@ def test_repository_params_yaml_is_valid():
     for name in params.profiles:
         load_params(root / "params.yaml", profile=name)
     assert params.profile == "smoke"
+
+
+def test_published_cell_retrains_like_a_searched_one(tmp_path):
+    """`harness train --method dcpnas_l`: the official DDPNAS_MCN_2 cell at the profile's
+    C / layers, recorded as DCP-NAS-L (size L), with its best epoch; the report shows it."""
+    params = tiny_params(tmp_path)
+    assert main(["--params", str(params), "prepare"]) == 0
+    assert main(["--params", str(params), "train", "--method", "dcpnas_l"]) == 0
+    out = tmp_path / "runs/train/dcpnas_l/seed0"
+    t = json.loads((out / "metrics.json").read_text())
+    assert t["method"] == "dcpnas_l" and t["genotype"] == "published:dcpnas_l"
+    assert t["size"] == "L" and t["binarizer"] == "official"
+    assert t["best_top1"] == max(h["top1"] for h in t["history"])
+    arch = torch.load(out / "model.pt", weights_only=True)["arch"]
+    assert arch["backbone"] == "nas" and arch["kwargs"]["C"] == 4
+    assert Genotype.from_dict(arch["kwargs"]["genotype"]).normal[0] == ("sep_conv_5x5", 1)
+    assert main(["--params", str(params), "report"]) == 0
+    table = (tmp_path / "results/report/classification.md").read_text()
+    assert "dcpnas_l" in table and "best-epoch top-1" in table and "72.4" in table

@@ -20,6 +20,8 @@ from harness.report import ReportError, build_report, load_metrics, load_paper_n
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CSV = REPO / "results" / "paper_numbers.csv"
 ALGORITHM_MD = [REPO / "docs" / "ALGORITHM.md", Path("/work/shared/docs/ALGORITHM.md")]
+REFERENCE_MD = [REPO.parent / "shared" / "docs" / "REFERENCE.md",
+                Path("/work/shared/docs/REFERENCE.md")]
 
 GPU = {"device": "cuda:NVIDIA H100", "device_kind": "gpu"}
 CPU = {"device": "cpu", "device_kind": "cpu"}
@@ -155,10 +157,14 @@ def test_search_cost_table(built):
     assert cp["search time (s)"] == _fmt(SECONDS["cpnas"], ".1f")
     assert cp["search cost"] == _fmt(COST["cpnas"], ".3g") + " GPU-days"
     assert cp["epochs"] == "50 ± 0"
-    assert cp["paper search cost (dataset, source)"] == "0.1 GPU-days (CIFAR-10, CP-NAS IJCAI 2020)"
-    assert cp["comparable with paper?"] == "partly: reduced real-subset budget"
+    assert cp["paper search cost (dataset, source)"] == (
+        "0.1 GPU-days (CIFAR-10, CP-NAS IJCAI 2020); "
+        "2.8 unit not stated (ImageNet, DCP-NAS IJCV 2023 T4.3)")
+    assert cp["comparable with paper?"] == ("partly: reduced real-subset budget; "
+                                            "no: paper's unit not stated")
     dc = _row(sc, method="dcpnas")
-    assert "2.9 unspecified" in dc["paper search cost (dataset, source)"]
+    assert "2.9 unit not stated" in dc["paper search cost (dataset, source)"]
+    assert "27.9" not in dc["paper search cost (dataset, source)"]   # GGN rows only
     assert dc["comparable with paper?"] == "no: paper's unit not stated"
 
 
@@ -365,10 +371,18 @@ def test_paper_numbers_csv():
     assert got[("dcpnas", "ImageNet", C.SETTING_S_COS, "top1")] == 62.5
     assert sorted(df[df["setting"] == C.SETTING_L_ONE]["value"]) == [68.2, 68.3]
     assert (df[df["setting"] == C.SETTING_L_ONE]["source"].str.contains("AMBIGUOUS")).all()
-    # every number is quoted in ALGORITHM.md (when the document is available)
-    doc = next((p for p in ALGORITHM_MD if p.is_file()), None)
-    if doc is not None:
-        text = doc.read_text()
+    # Table 4.3 (with the CP-NAS conflict shown, not resolved) and the four DCP-NAS-L rows
+    t43 = df[df["table"] == "4.3"]
+    assert got[("cpnas", "ImageNet", "Table 4.3", "top1")] == 66.5
+    assert got[("cpnas", "ImageNet", "main", "top1")] == 64.3
+    assert t43[t43["method"] == "cpnas"]["source"].str.contains("CONFLICT").all()
+    dl = t43[(t43["method"] == "dcpnas") & (t43["metric"] == "search_cost")]
+    assert sorted(dl["value"]) == [2.9, 2.9, 27.9, 27.9]
+    assert dl["source"].str.contains("AMBIGUOUS").all()
+    # every number is quoted in ALGORITHM.md or REFERENCE.md (when the documents are available)
+    docs = [p for p in ALGORITHM_MD + REFERENCE_MD if p.is_file()]
+    if docs:
+        text = "\n".join(p.read_text() for p in docs)
         for r in df.itertuples():
             assert r.value_text in text, (r.method, r.metric, r.value_text)
 

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from backbones.binary import BinaryConv2d, binarize_weight
+from backbones.binary import BinaryConv2d
 from backbones.genotypes import NUM_EDGES, STEPS, Genotype, parse_alphas
 from backbones.operations import PRIMITIVES
 from backbones.evaluation import accuracy, evaluate
@@ -93,15 +93,13 @@ class CPNASConfig(CommonSearchConfig):
     epochs: int = 35
 
 
-def kernel_cp_loss(pairs: list[tuple[Tensor, Tensor]], mode: str = "binarized") -> Tensor:
+def kernel_cp_loss(pairs: list[tuple[Tensor, Tensor]]) -> Tensor:
     """sum over (parent kernel, child kernel) pairs and filters of the per-filter MSE
-    (without the lambda / 2 factor). The Parent kernel is a fixed target."""
-    if mode not in ("binarized", "latent"):
-        raise ValueError(f"cp_kernel must be 'binarized' or 'latent', got {mode!r}")
+    (without the lambda / 2 factor). The Parent kernel is a fixed target; the Child kernel is
+    what the caller compares (binarized or latent: ``CPNAS.active_kernel_pairs``)."""
     total: Tensor | None = None
-    for w_p, w_c in pairs:
+    for w_p, h_c in pairs:
         target = w_p.detach()
-        h_c = binarize_weight(w_c) if mode == "binarized" else w_c
         term = (h_c - target).pow(2).flatten(1).mean(dim=1).sum()
         total = term if total is None else total + term
     if total is None:
@@ -230,7 +228,12 @@ class CPNAS(SearchMethod):
         return pairs
 
     def active_kernel_pairs(self) -> list[tuple[Tensor, Tensor]]:
-        """(Parent, Child) kernels of the current sub-architecture (unmasked ops)."""
+        """(Parent, Child) kernels of the current sub-architecture (unmasked ops); the Child's
+        is its binarized kernel (``cp_kernel="binarized"``, the conv's own binarizer) or its
+        latent weight (``"latent"``)."""
+        if self.cfg.cp_kernel not in ("binarized", "latent"):
+            raise ValueError(f"cp_kernel must be 'binarized' or 'latent', got "
+                             f"{self.cfg.cp_kernel!r}")
         out = []
         for owner, pc, cc in self._pairs:
             if owner is not None:
@@ -238,12 +241,12 @@ class CPNAS(SearchMethod):
                 active = self.child.cells[i].edges[e].active
                 if active is not None and k not in active:
                     continue
-            out.append((pc.weight, cc.weight))
+            out.append((pc.weight, cc.binarized_weight() if self.cfg.cp_kernel == "binarized"
+                        else cc.weight))
         return out
 
     def cp_loss(self) -> Tensor:
-        return 0.5 * self.cfg.cp_weight * kernel_cp_loss(self.active_kernel_pairs(),
-                                                        self.cfg.cp_kernel)
+        return 0.5 * self.cfg.cp_weight * kernel_cp_loss(self.active_kernel_pairs())
 
     # -- the loop's hooks ------------------------------------------------------------------
     def begin_epoch(self, epoch: int, total_epochs: int) -> None:

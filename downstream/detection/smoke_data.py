@@ -17,11 +17,12 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from backbones.atomic import atomic_write_bytes
 
 SHAPES = ("square", "disc", "triangle", "diamond", "cross", "ring")
 COLOURS = ((220, 40, 40), (40, 200, 60), (50, 80, 230), (230, 200, 40), (200, 60, 220),
@@ -33,18 +34,6 @@ def smoke_classes(num_classes: int = 3) -> tuple[str, ...]:
     if not 1 <= num_classes <= len(SHAPES):
         raise ValueError(f"num_classes must be in 1..{len(SHAPES)}, got {num_classes}")
     return SHAPES[:num_classes]
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _draw(draw: ImageDraw.ImageDraw, shape: str, x0: int, y0: int, s: int,
@@ -118,7 +107,7 @@ def _make_split(root: Path, split: str, n: int, size: int, classes: tuple[str, .
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=92)
         name = f"{i:06d}.jpg"
-        _atomic_write(root / split / name, buf.getvalue())
+        atomic_write_bytes(root / split / name, buf.getvalue())
         images.append({"id": i, "file_name": name, "width": size, "height": size})
     return {"images": images, "annotations": annotations}
 
@@ -155,6 +144,6 @@ def generate_coco_smoke(root: str | os.PathLike[str], n_train: int = 64, n_val: 
     for split, data in splits.items():
         coco = {"info": {"description": "harness COCO-format smoke set", "params": params},
                 "licenses": [], "categories": categories, **data}
-        _atomic_write(ann_dir / f"instances_{split}.json",
+        atomic_write_bytes(ann_dir / f"instances_{split}.json",
                       (json.dumps(coco, indent=1) + "\n").encode())
     return root

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from backbones.atomic import atomic_write_json
+from backbones.atomic import atomic_write_bytes, atomic_write_json, storage_errors
 from downstream.reid.data import SPLITS, ReIDDataError
 
 GENERATOR = "market-smoke/1"
@@ -161,27 +161,28 @@ def generate_market_smoke(root: str | os.PathLike[str], n_ids: int = 16, n_cams:
             cam = int(rng.integers(1, n_cams + 1))
             files["bounding_box_test"][name(pid, cam)] = _distractor(size, rng)
 
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".market1501.", dir=root))
-    try:
-        for split, items in files.items():
-            folder = tmp / DATA_SUBDIR / split
-            folder.mkdir(parents=True)
-            for fname, data in items.items():
-                (folder / fname).write_bytes(data)
-        counts = {s: len(v) for s, v in files.items()}
-        atomic_write_json(tmp / "SMOKE.json", {"params": params, "counts": counts,
-                                               "train_ids": pids[:n_train],
-                                               "test_ids": pids[n_train:]})
-        old_dir = None
-        if target.exists():
-            old_dir = Path(tempfile.mkdtemp(prefix=".market1501.old.", dir=root))
-            os.replace(target, old_dir / "market1501")
-        os.replace(tmp, target)
-        if old_dir is not None:
-            shutil.rmtree(old_dir, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with storage_errors(target):   # one line for a full disk, not a traceback
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".market1501.", dir=root))
+        try:
+            for split, items in files.items():
+                folder = tmp / DATA_SUBDIR / split
+                folder.mkdir(parents=True)
+                for fname, data in items.items():
+                    atomic_write_bytes(folder / fname, data)
+            counts = {s: len(v) for s, v in files.items()}
+            atomic_write_json(tmp / "SMOKE.json", {"params": params, "counts": counts,
+                                                   "train_ids": pids[:n_train],
+                                                   "test_ids": pids[n_train:]})
+            old_dir = None
+            if target.exists():
+                old_dir = Path(tempfile.mkdtemp(prefix=".market1501.old.", dir=root))
+                os.replace(target, old_dir / "market1501")
+            os.replace(tmp, target)
+            if old_dir is not None:
+                shutil.rmtree(old_dir, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 

@@ -48,6 +48,7 @@ def data_config(params: Params, batch_size: int) -> DataConfig:
     d = params.active.data
     return DataConfig(name=d.name, root=d.root, batch_size=batch_size,
                       num_workers=d.num_workers, image_size=d.image_size, cutout=d.cutout,
+                      lighting=d.lighting,
                       train_subset=d.train_subset, test_subset=d.test_subset)
 
 

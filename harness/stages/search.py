@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import torch
 from rich.console import Console
 
 from backbones.atomic import atomic_write_text
+from backbones.binary import weight_binarizer
 from backbones.search.base import SearchContext, SearchMethod, get_search_method
 from harness import dist_utils
 from harness.config import Params, method_config
@@ -44,7 +44,7 @@ class SearchTask:
         self.method.begin_epoch(epoch, total)
 
     def batches(self, epoch: int) -> Iterator[Any]:
-        pairs: Iterable[Any] = zip(self.train_loader, itertools.cycle(self.val_loader))
+        pairs: Iterable[Any] = zip(self.train_loader, repeat_loader(self.val_loader))
         for (xt, yt), (xv, yv) in itertools.islice(pairs, self.steps_in_epoch()):
             yield ((xt.to(self.device), yt.to(self.device)),
                    (xv.to(self.device), yv.to(self.device)))
@@ -60,6 +60,20 @@ class SearchTask:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.method.load_state_dict(state)
+
+
+def repeat_loader(loader: Iterable[Any]) -> Iterator[Any]:
+    """Iterate ``loader`` again and again. Unlike ``itertools.cycle``, which keeps every item
+    of the first pass in memory and replays it (the same augmentations; a whole ImageNet epoch
+    of batches), each pass draws fresh batches. Deterministic: the loader's generator is
+    re-seeded per epoch (``set_loader_epoch``) and advances from pass to pass."""
+    while True:
+        empty = True
+        for item in loader:
+            empty = False
+            yield item
+        if empty:
+            return
 
 
 class _DeviceLoader:
@@ -113,7 +127,8 @@ def run_search(params: Params, method: str, seed: int, *,
     ctx = SearchContext(num_classes=num_classes, device=device, seed=seed,
                         steps_per_epoch=len(train_loader) if train_loader else 0)
     seed_everything(seed)  # the method's initialisation does not depend on data loading
-    searcher = method_cls(cfg, ctx)
+    with weight_binarizer(search.binarizer):   # the 1-bit supernet's binary convs
+        searcher = method_cls(cfg, ctx)
     epochs = searcher.planned_epochs()
     if method_cls.uses_data:
         task = SearchTask(searcher, train_loader, val_loader, device, seed,
@@ -121,7 +136,7 @@ def run_search(params: Params, method: str, seed: int, *,
         result = run_loop(task, epochs=epochs, checkpoint=out / "checkpoint.pt",
                           desc=f"search {name} s{seed}", console=console,
                           fingerprint=fingerprint(method, cfg, dcfg, seed, search.train_portion,
-                                                  search.max_steps_per_epoch))
+                                                  search.max_steps_per_epoch, search.binarizer))
         seconds, history, resumed = result.seconds, result.history, result.resumed_from_epoch
     else:
         seconds, history, resumed = 0.0, [], None

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from backbones.atomic import atomic_torch_save, load_state_dict_strict, safe_torch_load
 from backbones.binary import set_weight_binarization
-from backbones.genotypes import Genotype
+from backbones.genotypes import PUBLISHED, Genotype
 from backbones.registry import create_backbone
 from backbones.evaluation import evaluate
 from harness import dist_utils
@@ -58,7 +58,8 @@ class TrainTask:
 
     def begin_epoch(self, epoch: int, total: int) -> None:
         set_loader_epoch(self.train_loader, epoch, self.seed)
-        lr = 0.5 * self.lr * (1 + math.cos(math.pi * epoch / max(total, 1)))  # cosine
+        lo = min(self.cfg.lr_min, self.lr)   # cosine from lr down to lr_min (official: 1e-5)
+        lr = lo + 0.5 * (self.lr - lo) * (1 + math.cos(math.pi * epoch / max(total, 1)))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.model.train()
@@ -121,7 +122,8 @@ def arch_record(genotype: Genotype, cfg: TrainSection, num_classes: int,
     """How to rebuild the network: stored in model.pt beside the weights."""
     return {"backbone": "nas", "kwargs": {"genotype": genotype.to_dict(), "C": cfg.C,
                                           "layers": cfg.layers, "stem": cfg.stem,
-                                          "num_classes": num_classes, "binary": binary}}
+                                          "num_classes": num_classes, "binary": binary,
+                                          "binarizer": cfg.binarizer}}
 
 
 def build_from_record(arch: dict[str, Any]) -> nn.Module:
@@ -176,12 +178,15 @@ def run_train(params: Params, name: str, seed: int, *,
     distributed = dist_utils.init_from_env()
     cfg = params.active.train
     searched = genotype_path or run_dir(params, "search", name, seed) / "genotype.json"
-    reference = (genotype_path is None and name not in params.search_runs
-                 and not searched.is_file() and name in _registered_backbones())
-    if (not reference and genotype_path is None and not searched.is_file()
-            and name not in params.search_runs and name not in params.ablations):
+    not_searched = (genotype_path is None and name not in params.search_runs
+                    and name not in params.ablations and not searched.is_file())
+    # a published cell (dcpnas_l, pcdarts_*, darts_v2): retrained like a searched one
+    published = not_searched and name in PUBLISHED
+    reference = not_searched and not published and name in _registered_backbones()
+    if not_searched and not published and not reference:
         _unknown_run(name, params, searched)
-    genotype = None if reference else Genotype.load(searched)
+    genotype = (PUBLISHED[name] if published else None if reference
+                else Genotype.load(searched))
     search_metrics_path = searched.parent / "metrics.json"
     out = run_dir(params, "train", name, seed)
     if dist_utils.is_main():
@@ -225,6 +230,7 @@ def run_train(params: Params, name: str, seed: int, *,
     seed_everything(seed)
     record = (arch_record(genotype, cfg, num_classes) if genotype is not None else
               {"backbone": name, "kwargs": {"num_classes": num_classes, "stem": cfg.stem,
+                                            "binarizer": cfg.binarizer,
                                             **cfg.reference_kwargs}})
     net = build_from_record(record).to(device)
     steps = [("step1", False, cfg.weight_decay), ("step2", True, cfg.step2_weight_decay)] \
@@ -249,7 +255,11 @@ def run_train(params: Params, name: str, seed: int, *,
     cost = model_cost(net, in_size)
     desc, kind = device_info(device)
     value, unit = run_cost(total_seconds, kind, world)
-    searched_with = _search_metrics(search_metrics_path)
+    searched_with = {} if published else _search_metrics(search_metrics_path)
+    # the official scripts report the best test epoch; the final epoch is what a run ends with
+    last_phase = [h for h in history if h.get("phase", 0.0) == history[-1].get("phase", 0.0)] \
+        if history else []
+    best = max(last_phase, key=lambda h: h.get("top1", float("-inf"))) if last_phase else {}
     metrics = common_metrics(params, "train", str(searched_with.get("method", name)), seed,
                              desc, kind)
     metrics.update({
@@ -258,10 +268,16 @@ def run_train(params: Params, name: str, seed: int, *,
         "ops_m": cost.ops_m, "memory_mbit": cost.memory_mbit, "train_seconds": total_seconds,
         "train_cost_value": value, "train_cost_unit": unit, "epochs": cfg.epochs * len(steps),
         "kd_teacher": cfg.kd.teacher, "two_step": cfg.two_step, "resumed_from_epoch": resumed,
-        "history": history, "genotype": None if reference else str(searched),
+        "history": history, "binarizer": cfg.binarizer,
+        "best_top1": best.get("top1"), "best_top5": best.get("top5"),
+        "best_epoch": int(best["epoch"]) if "epoch" in best else None,
+        "genotype": (f"published:{name}" if published else None if reference
+                     else str(searched)),
     })
     if cfg.size:
         metrics["size"] = cfg.size
+    elif published and name == "dcpnas_l":
+        metrics["size"] = "L"
     debug_dump("train", {
         "model_wrapper": type(model).__name__, "weights_digest": param_digest(net),
         "train_sampler": type(train_loader.sampler).__name__,

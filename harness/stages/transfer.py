@@ -13,7 +13,7 @@ from typing import Any
 
 from rich.console import Console
 
-from backbones.atomic import safe_torch_load
+from backbones.atomic import safe_torch_load, storage_errors
 from backbones.registry import UnknownBackboneError, _ensure_builtin_registered, list_backbones
 from harness.config import Params, build_dataclass
 from harness.stages.common import ensure_writable, run_dir
@@ -70,11 +70,12 @@ def run_transfer(params: Params, *, task: str, backbone: str, seed: int = 0,
         d = build_dataclass(DetectSection, prof.detect, f"{params.source}: profiles."
                             f"{params.profile}.detect")
         from downstream.detection.run import run_detection
-        metrics = run_detection(spec, config=d.config, work_dir=work, data_root=Path(d.data_root),
-                                backbone_kwargs=dict(d.backbone_kwargs), init_checkpoint=init,
-                                max_epochs=d.max_epochs, seed=seed, launcher=d.launcher,
-                                cfg_options=dict(d.cfg_options), method=label,
-                                profile=params.profile)
+        with storage_errors(work):   # mmengine writes its work dir itself
+            metrics = run_detection(spec, config=d.config, work_dir=work, data_root=Path(d.data_root),
+                                    backbone_kwargs=dict(d.backbone_kwargs),
+                                    init_checkpoint=init, max_epochs=d.max_epochs, seed=seed,
+                                    launcher=d.launcher, cfg_options=dict(d.cfg_options),
+                                    method=label, profile=params.profile)
         console.print(f"[green]detection {label}: bbox mAP {metrics.get('bbox_mAP')} "
                       f"mAP@50 {metrics.get('bbox_mAP_50')}")
         return metrics
@@ -84,7 +85,8 @@ def run_transfer(params: Params, *, task: str, backbone: str, seed: int = 0,
     from downstream.reid.run import run_reid
     kwargs = load_reid_config(r.config, **r.overrides)
     kwargs.update(profile=params.profile, seed=seed, method=label)
-    metrics = run_reid(spec, work_dir=work, data_root=r.data_root, init_checkpoint=init,
-                       **kwargs)
+    with storage_errors(work):   # torchreid and tensorboard write into the work dir too
+        metrics = run_reid(spec, work_dir=work, data_root=r.data_root, init_checkpoint=init,
+                           **kwargs)
     console.print(f"[green]re-ID {label}: mAP {metrics.get('mAP')} Rank-1 {metrics.get('rank1')}")
     return metrics
