@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from backbones.binary import BinaryConv2d
 from backbones.genotypes import NUM_EDGES, STEPS, Genotype, from_alphas
 from backbones.operations import PRIMITIVES, FactorizedReduce, ReLUConvBN, create_op
 
@@ -19,6 +20,37 @@ from backbones.operations import PRIMITIVES, FactorizedReduce, ReLUConvBN, creat
 def channel_shuffle(x: Tensor, groups: int) -> Tensor:
     b, c, h, w = x.shape
     return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+#: side of the pooling window of the pool ops (3x3)
+POOL_K = 3
+
+
+def kernel_norm(conv: nn.Conv2d) -> Tensor:
+    """||w||^2 of the kernel a conv computes with: for a BinaryConv2d the reconstructed
+    (binarized) kernel s_c sign(w) (book p. 115: the Child's weights are beta * sign(w_hat)),
+    i.e. (weights per output channel) * sum_c s_c^2; for a real conv its weight."""
+    if isinstance(conv, BinaryConv2d):
+        n = conv.weight[0].numel()
+        return conv.weight_scale().detach().float().pow(2).sum() * n
+    return conv.weight.detach().float().pow(2).sum()
+
+
+def op_norm(name: str, op: nn.Module, channels: int) -> Tensor:
+    """R(w_m) = ||w_m||^2 of one candidate op on ``channels`` channels (Eq. 4.53), with the
+    book's w_m for parameter-free ops (p. 112): a pooling op is a fixed depthwise kernel of
+    1/K^2 (R = C K^2 / K^4 = C / K^2; max pooling gets the same kernel: the book defines only
+    "pooling"), the identity a kernel of 1 per channel (R = C), 'none' zero. Ops with convs
+    (sep/dil convs, and skip_connect at stride 2 = FactorizedReduce) sum their kernels'
+    :func:`kernel_norm`; BN and PReLU parameters are not kernels and do not count."""
+    if name == "none":
+        return torch.zeros(())
+    if "pool" in name:
+        return torch.tensor(channels / POOL_K ** 2)
+    convs = [m for m in op.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:   # skip_connect at stride 1: the identity
+        return torch.tensor(float(channels))
+    return sum((kernel_norm(c) for c in convs), torch.zeros(()))
 
 
 class MixedOp(nn.Module):
@@ -32,6 +64,7 @@ class MixedOp(nn.Module):
         self.k = partial_channels
         self.stride = stride
         c_op = C // partial_channels
+        self.channels = c_op   # what each candidate op sees (C / K with partial channels)
         self.ops = nn.ModuleList()
         for name in primitives:
             op = create_op(name, c_op, stride, affine=False, binary=binary)
@@ -188,7 +221,9 @@ class Supernet(nn.Module):
             self.mask_reduce.copy_(other.mask_reduce)
 
     def op_weight_norms(self) -> tuple[Tensor, Tensor]:
-        """R(w_m) = ||w_m||^2 of every candidate op on every edge (normal, reduce), 14 x 8."""
+        """R(w_m) = ||w_m||^2 of every candidate op on every edge (normal, reduce), 14 x 8,
+        summed over the cells of each type, with w_m as the book defines it (:func:`op_norm`).
+        The readable reference for ``tangent.op_weight_norms`` (which is fast)."""
         out = []
         for reduction in (False, True):
             norms = torch.zeros(NUM_EDGES, len(PRIMITIVES))
@@ -196,8 +231,7 @@ class Supernet(nn.Module):
                 if cell.reduction != reduction:
                     continue
                 for e, mixed in enumerate(cell.edges):
-                    for k, op in enumerate(mixed.ops):
-                        sq = sum((p.detach().float() ** 2).sum() for p in op.parameters())
-                        norms[e, k] += float(sq) if not isinstance(sq, int) else 0.0
+                    for k, (name, op) in enumerate(zip(PRIMITIVES, mixed.ops)):
+                        norms[e, k] += float(op_norm(name, op, mixed.channels))
             out.append(norms)
         return out[0], out[1]

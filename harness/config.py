@@ -161,6 +161,17 @@ class SearchSection(CommonSearchConfig):
 
 
 @dataclass
+class CPLossSection:
+    """CP-NAS's kernel-level Child-Parent loss in retraining (Eq. 4.18): a real-valued Parent of
+    the same genotype trains beside the 1-bit network on cross-entropy; the 1-bit network adds
+    weight / 2 * sum of per-filter MSE(Parent kernel, its kernel) (+ compact_weight * the
+    intra-class compactness of its features). weight 0 = off."""
+    weight: float = 0.0
+    kernel: str = "binarized"        # binarized (its 1-bit kernel) | latent (its real weights)
+    compact_weight: float = 0.0
+
+
+@dataclass
 class KDSection:
     teacher: str = "none"            # none | real_nas | torchvision:<name> (e.g. resnet34)
     teacher_checkpoint: str | None = None  # trained here for teacher_epochs when absent
@@ -191,6 +202,7 @@ class TrainSection:
     size: str | None = None          # "S" / "L": which DCP-NAS model size a run stands for
     reference_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {width: 16}
     kd: KDSection = field(default_factory=KDSection)
+    cp_loss: CPLossSection = field(default_factory=CPLossSection)
 
 
 @dataclass

@@ -273,3 +273,51 @@ def test_set_masks_skip_masked_same_output_and_no_gradient_for_skipped_ops():
                 assert all(gr is None for gr in grads)
     with pytest.raises(ValueError):
         net.set_masks(torch.zeros(NUM_EDGES, len(PRIMITIVES)), masks[1])
+
+
+# -- the CP loss in retraining (train.cp_loss) ------------------------------------------------
+def test_cp_loss_in_retraining_pulls_the_1bit_kernels_to_the_parent(tmp_path):
+    """`harness train` with train.cp_loss: a real Parent of the same genotype trains beside the
+    1-bit network; its kernels are the CP loss's targets, logged per step, and resumable."""
+    import json
+    import yaml
+    from harness.cli import main
+    from harness.stages import train as train_stage
+    from harness.data import generate_cifar_like
+    data = tmp_path / "cifar"
+    generate_cifar_like(data, n_train=64, n_test=32)
+    params = {"profile": "smoke", "seeds": [0], "search_runs": [],
+              "paths": {"data": str(tmp_path / "d"), "runs": str(tmp_path / "runs"),
+                        "results": str(tmp_path / "r")},
+              "profiles": {"smoke": {"data": {"name": "cifar10", "root": str(data)},
+                                     "train": {"C": 4, "layers": 3, "epochs": 1,
+                                               "batch_size": 16, "max_steps_per_epoch": 2,
+                                               "cp_loss": {"weight": 1.0,
+                                                           "compact_weight": 0.1}}}}}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    seen = []
+    real_step = train_stage.CPParent.step
+
+    def spy(self, x, y, cfg):
+        seen.append(len(self.pairs))
+        return real_step(self, x, y, cfg)
+    train_stage.CPParent.step = spy
+    try:
+        assert main(["--params", str(path), "train", "--method", "dcpnas_l"]) == 0
+    finally:
+        train_stage.CPParent.step = real_step
+    assert seen and seen[0] > 10   # every binary conv of the cells has its Parent kernel
+    m = json.loads((tmp_path / "runs/train/dcpnas_l/seed0/metrics.json").read_text())
+    assert m["history"][0]["cp_loss"] > 0 and m["history"][0]["parent_loss"] > 0
+    ckpt = torch.load(tmp_path / "runs/train/dcpnas_l/seed0/checkpoint_train.pt",
+                      weights_only=True)
+    assert "parent" in ckpt["task"] and "parent_optimizer" in ckpt["task"]
+
+
+def test_intra_class_compactness_by_hand():
+    from backbones.search.cpnas import intra_class_compactness
+    f = torch.tensor([[0.0, 0.0], [2.0, 0.0], [5.0, 5.0]])
+    y = torch.tensor([1, 1, 3])
+    # class 1 centre (1, 0): distances 1, 1; class 3 alone: 0 -> mean 2/3
+    assert float(intra_class_compactness(f, y)) == pytest.approx(2 / 3)

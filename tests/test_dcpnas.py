@@ -230,6 +230,44 @@ def test_op_weight_norms_match_supernet():
     assert torch.allclose(fast, slow, rtol=1e-5)
 
 
+def test_op_norms_follow_the_book_definition():
+    """Pools: a fixed 1/K^2 kernel per channel (C/9); identity: 1 per channel (C); none: 0;
+    conv ops: the squared norm of their reconstructed 1-bit kernels s_c sign(w)."""
+    from backbones.binary import BinaryConv2d
+    from backbones.operations import PRIMITIVES
+    from backbones.supernet import op_norm
+    child = make(layers=1).child
+    mixed = child.cells[0].edges[0]   # a normal-cell edge: stride 1, C = 4
+    C = mixed.channels
+    r = {name: float(op_norm(name, op, C)) for name, op in zip(PRIMITIVES, mixed.ops)}
+    assert r["none"] == 0.0 and r["skip_connect"] == C
+    assert r["max_pool_3x3"] == r["avg_pool_3x3"] == pytest.approx(C / 9)
+    op = mixed.ops[PRIMITIVES.index("sep_conv_3x3")]
+    by_hand = sum(float(c.binarized_weight().detach().pow(2).sum()) for c in op.modules()
+                  if isinstance(c, BinaryConv2d))
+    assert r["sep_conv_3x3"] == pytest.approx(by_hand, rel=1e-5)
+
+
+def test_backtrack_mask_changes_when_the_weight_norms_change_order():
+    """The ranking is not fixed by the op types: when one op type's 1-bit kernels grow, it
+    enters the backtracked set and another op type leaves it."""
+    from backbones.binary import BinaryConv2d
+    from backbones.operations import PRIMITIVES
+    child = make(layers=1).child
+    before = tp.backtrack_mask(tp.op_weight_norms(child), tau=0.75)
+    k = PRIMITIVES.index("dil_conv_5x5")
+    assert not before[0, :, k].any()
+    with torch.no_grad():   # grow dil_conv_5x5's reconstructed kernels (its scales M)
+        for cell in child.cells:
+            for mixed in cell.edges:
+                for conv in mixed.ops[k].modules():
+                    if isinstance(conv, BinaryConv2d):
+                        conv.modulation.mul_(1e3)
+    after = tp.backtrack_mask(tp.op_weight_norms(child), tau=0.75)
+    assert after[0, :, k].all()
+    assert not torch.equal(before, after)
+
+
 def test_psi_stays_non_negative():
     psi = torch.tensor([0.5, 1.0, 0.0])
     new = tp.psi_update(psi, torch.tensor([2.0, -1.0, 0.0]), eta_psi=1.0)
@@ -272,6 +310,7 @@ def test_switches(monkeypatch):
 
     # tangent off: D is not computed (no second-order term at all)
     monkeypatch.setattr(tp, "fisher_vector_product", fail)
+    monkeypatch.setattr(tp, "ggn_vector_product", fail)
     monkeypatch.setattr(tp, "exact_hessian_vector_product", fail)
     out = make(tangent=False).step(*data[0])
     assert out["dist"] == 0.0
@@ -280,7 +319,7 @@ def test_switches(monkeypatch):
     real = tp.fisher_vector_product
     monkeypatch.setattr(tp, "fisher_vector_product",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
-    out = make(tangent=True).step(*data[0])
+    out = make(tangent=True, second_order="ggn").step(*data[0])
     assert out["dist"] > 0 and calls == [1]
     monkeypatch.undo()
     # recon off: L_R is not computed, the loss is the KL term alone
@@ -406,3 +445,41 @@ def test_distributed_ranks_stay_identical(tmp_path):
     assert len(results[0]) == len(results[1]) > 3
     for a, b in zip(*results):
         assert torch.equal(a, b)
+
+
+def test_exact_ggn_product_equals_explicit_jt_h_j_v():
+    """ggn_vector_product against J^T H_z J v built explicitly: the full Jacobian of the
+    logits w.r.t. alpha_hat row by row, H_z = blockdiag(diag(q_n) - q_n q_n^T), on a 1-cell
+    binary supernet in train mode (BN couples the examples: J is the batch Jacobian)."""
+    torch.manual_seed(0)
+    net = Supernet(4, NUM_CLASSES, 1, binary=True)
+    arch = net.arch_parameters()
+    for p in net.weight_parameters():
+        p.requires_grad_(False)
+    x = torch.randn(3, 3, 8, 8)
+    logits = net(x)
+    v = [torch.randn_like(a) for a in arch]
+    got = tp.flat(tp.ggn_vector_product(logits, arch, v))
+    rows = []
+    for i in range(logits.numel()):
+        e = torch.zeros_like(logits).view(-1)
+        e[i] = 1.0
+        rows.append(tp.flat(tp.grad_or_zeros(logits, arch, grad_outputs=e.view_as(logits),
+                                             retain_graph=True)))
+    J = torch.stack(rows)                                  # (B*K) x P
+    q = torch.softmax(logits.detach(), dim=1)
+    H = torch.block_diag(*[torch.diag(qn) - torch.outer(qn, qn) for qn in q])
+    expected = -(J.T @ (H @ (J @ tp.flat(v)))) / logits.shape[0]
+    assert torch.allclose(got, expected, rtol=1e-4, atol=1e-7)
+    assert expected.abs().max() > 1e-6
+    # the sampled estimator is an estimate of the same vector
+    est = tp.flat(tp.fisher_vector_product(net(x), arch, v, samples=400,
+                                           generator=torch.Generator().manual_seed(0)))
+    assert cos(est, expected) > 0.9
+
+
+def test_ggn_exact_is_a_second_order_option():
+    m = make(second_order="ggn_exact")
+    for tb, vb in batches(2):
+        out = m.step(tb, vb)
+        assert all(v == v for v in out.values()) and out["dist"] > 0

@@ -116,6 +116,34 @@ def _convs(module: nn.Module) -> list[nn.Conv2d]:
     return [m for m in module.modules() if isinstance(m, nn.Conv2d)]
 
 
+def matching_kernels(parent: nn.Module, child: nn.Module) -> list[tuple[nn.Conv2d, BinaryConv2d]]:
+    """(Parent conv, Child binary conv) pairs of two networks of the same architecture, one
+    real-valued and one 1-bit (their convs correspond in order; the real stem has no binary
+    counterpart and is left out). Raises if the layouts differ."""
+    p_convs, c_convs = _convs(parent), _convs(child)
+    if len(p_convs) != len(c_convs):
+        raise RuntimeError(f"Parent and Child have different conv layouts ({len(p_convs)} vs "
+                           f"{len(c_convs)} convs)")
+    pairs = []
+    for pc, cc in zip(p_convs, c_convs):
+        if pc.weight.shape != cc.weight.shape:
+            raise RuntimeError("Parent and Child kernels do not correspond")
+        if isinstance(cc, BinaryConv2d):
+            pairs.append((pc, cc))
+    return pairs
+
+
+def intra_class_compactness(features: Tensor, labels: Tensor) -> Tensor:
+    """The second term of the CP loss (Eq. 4.17): mean over the batch of ||f_n - c_{y_n}||^2,
+    c_y the mean feature of class y in the batch (a centre-loss with batch centres)."""
+    classes, inverse = labels.unique(return_inverse=True)
+    centres = torch.zeros(len(classes), features.shape[1], dtype=features.dtype,
+                          device=features.device).index_add_(0, inverse, features)
+    counts = torch.bincount(inverse, minlength=len(classes)).to(features.dtype).unsqueeze(1)
+    centres = centres / counts
+    return (features - centres[inverse]).pow(2).sum(dim=1).mean()
+
+
 @register_search_method
 class CPNAS(SearchMethod):
     name = "cpnas"

@@ -81,8 +81,14 @@ class DCPNASConfig(CommonSearchConfig):
     decouple: bool = True
     #: D between the Child's architecture gradient and the tangent: fnorm | l1 | cosine
     distance: str = "fnorm"
-    #: Hessian of G in dD/dalpha_hat: ggn (Fisher, first-order gradients only) | exact
-    second_order: str = "ggn"
+    #: Hessian of G in dD/dalpha_hat: ggn (the Fisher estimated from ggn_samples label draws:
+    #: one backward; the paper's approximation) | ggn_exact (the GGN product itself,
+    #: deterministic: three backwards) | exact (the true Hessian: double backward).
+    #: benchmarks/bench_second_order.py (CPU, C=8/5 cells and C=16/8 cells): a step with exact
+    #: costs 1.46x one with ggn, the same as ggn_exact, and gives the product Eq. 4.33 needs;
+    #: the one-draw Fisher has cosine ~0.3 with the GGN and ~-0.1 with the Hessian (they differ
+    #: where the Child does not yet match the Parent). Exact is the most accurate per ms: default.
+    second_order: str = "exact"
     #: label draws per example for the Fisher estimate (each is one backward pass to alpha)
     ggn_samples: int = 1
     #: weight of L_R = ||w_hat - beta sign(w_hat)||^2, a sum over every binary weight (376 /
@@ -301,6 +307,8 @@ class DCPNAS(SearchMethod):
         v = tp.unflat(v, c_arch)
         if self.cfg.second_order == "exact":                 # H_G v = -H_KL v
             hv = [-h for h in tp.exact_hessian_vector_product(g_kl, c_arch, v)]
+        elif self.cfg.second_order == "ggn_exact":
+            hv = tp.ggn_vector_product(logits, c_arch, v, retain_graph=False)
         else:
             hv = tp.fisher_vector_product(logits, c_arch, v, samples=self.cfg.ggn_samples,
                                           generator=self._generator(), retain_graph=False)

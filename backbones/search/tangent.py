@@ -12,6 +12,7 @@ cells, 14 edges, 8 ops). Everything works on *lists* of tensors shaped like
                              dD/d alpha_hat = H_G(alpha_hat) v (assembled in
                              ``DCPNAS._second_order_term``)
 - ``fisher_vector_product``  H_G v with the GGN / Fisher stand-in for the Hessian (Eqs. 4.36-4.41)
+- ``ggn_vector_product``     H_G v with the exact GGN matrix, no sampling (double-vjp trick)
 - ``exact_hessian_vector_product``  the same product with the true Hessian (double backward)
 - ``psi_update``, ``backtrack_mask``, ``backtrack``, ``psi_gradient``: the decoupled
   optimization (Eqs. 4.50-4.53)
@@ -27,12 +28,14 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from backbones.supernet import Supernet
+from backbones.binary import OFFICIAL_BIN, BinaryConv2d
+from backbones.operations import PRIMITIVES
+from backbones.supernet import Supernet, kernel_norm, op_norm
 
 DISTANCES: tuple[str, ...] = ("fnorm", "l1", "cosine")
-SECOND_ORDER: tuple[str, ...] = ("ggn", "exact")
+SECOND_ORDER: tuple[str, ...] = ("ggn", "ggn_exact", "exact")
 
 Tensors = Sequence[Tensor]
 
@@ -171,6 +174,33 @@ def fisher_vector_product(child_logits: Tensor, arch: Tensors, v: Tensors, *,
     return unflat(-acc / (b * samples), arch)
 
 
+def ggn_vector_product(child_logits: Tensor, arch: Tensors, v: Tensors, *,
+                       retain_graph: bool = True) -> list[Tensor]:
+    """H_G(alpha_hat) . v with the Generalized Gauss-Newton matrix itself, no sampling:
+    GGN = -(1/B) J^T H_z J, J = d logits / d alpha_hat (B x K rows, train-mode BN coupling
+    included), H_z = blockdiag_n (diag(q_n) - q_n q_n^T) the Hessian of KL(p || softmax(z_n))
+    in the logits (it does not depend on the Parent's p).
+
+    Computed with reverse mode only (the double-vjp trick, so the custom sign Functions need no
+    forward-mode rule): s(u) = J^T u is a vector-Jacobian product built with create_graph on a
+    dummy u; J v = d (s(u) . v) / d u, exact because s is linear in u; then
+    H_z (J v) = q * Jv - q (q . Jv) per example, and one more vector-Jacobian product gives
+    J^T H_z J v. Three backward passes to alpha_hat (weights get no gradient). This is the
+    quantity ``fisher_vector_product`` estimates from one label draw per example."""
+    arch = list(arch)
+    q = torch.softmax(child_logits.detach().float(), dim=1).to(child_logits.dtype)
+    b = q.shape[0]
+    u = torch.zeros_like(child_logits, requires_grad=True)
+    s = grad_or_zeros(child_logits, arch, grad_outputs=u, create_graph=True, retain_graph=True)
+    dot = sum((si * vi).sum() for si, vi in zip(s, v) if si.requires_grad)
+    if not isinstance(dot, Tensor) or not dot.requires_grad:   # no path from alpha to logits
+        return [torch.zeros_like(a) for a in arch]
+    (jv,) = torch.autograd.grad(dot, u)
+    hz = q * jv - q * (q * jv).sum(dim=1, keepdim=True)
+    out = grad_or_zeros(child_logits, arch, grad_outputs=hz.detach(), retain_graph=retain_graph)
+    return [-o / b for o in out]
+
+
 def exact_hessian_vector_product(grads: Tensors, arch: Tensors, v: Tensors, *,
                                  retain_graph: bool = False) -> list[Tensor]:
     """H_G(alpha_hat) . v with the true Hessian: double backward through ``grads`` (which must
@@ -200,8 +230,9 @@ def backtrack_mask(norms: Tensor, tau: float, op_mask: Tensor | None = None) -> 
     R(w_m), m = 1..M; Eq. 4.52 then backtracks the whole column alpha_{:, m}. So per cell type
     the M operations are ranked by R(w_m) = sum over edges of ||w_{e,m}||^2, and an operation
     is backtracked on every edge if its normalised rank -- the fraction of the M operations
-    with a strictly smaller R -- is at least ``tau``. tau = 0.5 backtracks the top half;
-    parameter-free ops (R = 0) are never above any tau > 0. Masked ops (``op_mask`` == 0) are
+    with a strictly smaller R -- is at least ``tau``. tau = 0.5 backtracks the top half.
+    Parameter-free ops rank by the book's fixed kernels (pool C/9, identity C, none 0; see
+    ``supernet.op_norm``), so the ranking follows the weights as they move. Masked ops (``op_mask`` == 0) are
     left out of the ranking and never backtracked. The ranking uses only the weights, which are
     identical on every rank of a distributed run, so every rank takes the same decision.
     Returns a bool tensor shaped like ``norms``.
@@ -236,37 +267,59 @@ def psi_gradient(grad_alpha_tilde: Tensor, alpha_prev: Tensor, mask: Tensor,
 
 
 class OpNormIndex:
-    """Precomputed (parameter -> (cell type, edge, op)) index for ``op_weight_norms``."""
+    """Precomputed index for ``op_weight_norms``: the fixed R of every parameter-free op
+    (pools, identity), and for every conv of every op its slot (cell type, edge, op) and how
+    its reconstructed kernel's squared norm follows from a small tensor:
+    - official binarizer: ||0.02 |M| sign(w)||^2 = 0.02^2 n ||M||^2 (n weights per channel);
+    - mean_abs: n ||beta||^2 with beta = mean |w| per channel (computed per conv);
+    - a real conv: ||w||^2."""
 
     def __init__(self, model: Supernet) -> None:
-        params: list[Tensor] = []
-        index: list[int] = []
         n_edges, n_ops = model.alpha_normal.shape
-        for cell in model.cells:
-            base = (n_edges * n_ops) if cell.reduction else 0
-            for e, mixed in enumerate(cell.edges):
-                for k, op in enumerate(mixed.ops):
-                    for p in op.parameters():
-                        params.append(p)
-                        index.append(base + e * n_ops + k)
-        self.params = params
         self.shape = (2, n_edges, n_ops)
-        self.index = torch.tensor(index, dtype=torch.long, device=model.alpha_normal.device)
+        fixed = torch.zeros(self.shape)
+        self.official: list[Tensor] = []       # modulations M
+        self.official_slot: list[int] = []
+        self.official_factor: list[float] = []
+        self.other: list[tuple[nn.Conv2d, int]] = []
+        for cell in model.cells:
+            t = 1 if cell.reduction else 0
+            for e, mixed in enumerate(cell.edges):
+                for k, (name, op) in enumerate(zip(PRIMITIVES, mixed.ops)):
+                    slot = (t * n_edges + e) * n_ops + k
+                    convs = [m for m in op.modules() if isinstance(m, nn.Conv2d)]
+                    if name == "none" or "pool" in name or not convs:
+                        fixed.view(-1)[slot] += float(op_norm(name, op, mixed.channels))
+                        continue
+                    for conv in convs:
+                        if isinstance(conv, BinaryConv2d) and conv.binarizer == "official":
+                            self.official.append(conv.modulation)
+                            self.official_slot.append(slot)
+                            self.official_factor.append(OFFICIAL_BIN ** 2
+                                                        * conv.weight[0].numel())
+                        else:
+                            self.other.append((conv, slot))
+        device = model.alpha_normal.device
+        self.fixed = fixed.to(device)
+        self.slot = torch.tensor(self.official_slot, dtype=torch.long, device=device)
+        self.factor = torch.tensor(self.official_factor, device=device)
 
 
 def op_weight_norms(model: Supernet, index: OpNormIndex | None = None) -> Tensor:
     """R(w_{e,m}) = ||w_{e,m}||^2 summed over the cells of each type: a (2, E, M) tensor
-    (normal, reduce), equal to ``Supernet.op_weight_norms`` but computed on the device with a
-    few fused kernels and no host synchronisation (that method does one .item() per op)."""
+    (normal, reduce) with the book's w_m (``supernet.op_norm``: reconstructed 1-bit kernels,
+    fixed kernels for pools and the identity), equal to ``Supernet.op_weight_norms`` but
+    computed on the device with a few fused kernels and no host synchronisation."""
     index = index or OpNormIndex(model)
-    out = torch.zeros(index.shape, device=model.alpha_normal.device)
-    if not index.params:
-        return out
+    out = index.fixed.clone()
     with torch.no_grad():
-        ps = [p.detach() for p in index.params]
-        if hasattr(torch, "_foreach_norm"):
-            norms = torch.stack(torch._foreach_norm(ps))
-        else:  # pragma: no cover - older torch
-            norms = torch.stack([torch.linalg.vector_norm(p) for p in ps])
-        out.view(-1).index_add_(0, index.index, norms.float().pow(2))
+        if index.official:
+            ms = [m.detach() for m in index.official]
+            if hasattr(torch, "_foreach_norm"):
+                norms = torch.stack(torch._foreach_norm(ms))
+            else:  # pragma: no cover - older torch
+                norms = torch.stack([torch.linalg.vector_norm(m) for m in ms])
+            out.view(-1).index_add_(0, index.slot, norms.float().pow(2) * index.factor)
+        for conv, slot in index.other:
+            out.view(-1)[slot] += kernel_norm(conv).to(out.device)
     return out

@@ -5,6 +5,7 @@ device, peak memory, final alpha) and checkpoint.pt (per epoch; a re-run resumes
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -150,6 +151,7 @@ def run_search(params: Params, method: str, seed: int, *,
         "search_cost_value": cost, "search_cost_unit": unit, "peak_memory_mb": peak,
         "peak_memory_kind": peak_kind, "epochs": epochs, "genotype": "genotype.json",
         "alphas": searcher.alphas(), "resumed_from_epoch": resumed,
+        "config": dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else {},
         "final": history[-1] if history else {}, "history": history,
     })
     debug_dump("search", {

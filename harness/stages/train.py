@@ -42,15 +42,46 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                     reduction="batchmean") * t * t
 
 
+class CPParent:
+    """CP-NAS in retraining: the real-valued Parent (same genotype) and its optimizer; the
+    1-bit network's loss gains the kernel-level CP loss against it (``cfg.cp_loss``)."""
+
+    def __init__(self, parent: nn.Module, optimizer: torch.optim.Optimizer,
+                 pairs: list[tuple[nn.Conv2d, nn.Conv2d]]) -> None:
+        self.parent, self.optimizer, self.pairs = parent, optimizer, pairs
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, cfg: TrainSection) -> float:
+        """One cross-entropy step of the Parent; returns its loss."""
+        self.parent.train()
+        loss = F.cross_entropy(self.parent(x), y, label_smoothing=cfg.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def cp_loss(self, kernel: str) -> torch.Tensor:
+        from backbones.search.cpnas import kernel_cp_loss
+        return kernel_cp_loss([(p.weight, c.binarized_weight() if kernel == "binarized"
+                                else c.weight) for p, c in self.pairs])
+
+
 class TrainTask:
-    """Supervised training of one network for the loop (CE, or CE + KD)."""
+    """Supervised training of one network for the loop (CE, or CE + KD, + CP loss)."""
 
     def __init__(self, model: nn.Module, train_loader: Any, test_loader: Any,
                  optimizer: torch.optim.Optimizer, cfg: TrainSection, lr: float, epochs: int,
-                 device: torch.device, seed: int, teacher: nn.Module | None = None) -> None:
+                 device: torch.device, seed: int, teacher: nn.Module | None = None,
+                 cp_parent: CPParent | None = None) -> None:
         self.model, self.train_loader, self.test_loader = model, train_loader, test_loader
         self.optimizer, self.cfg, self.lr, self.epochs = optimizer, cfg, lr, epochs
         self.device, self.seed, self.teacher = device, seed, teacher
+        self.cp_parent = cp_parent
+        self._features: list[torch.Tensor] = []
+        if cp_parent is not None and cfg.cp_loss.compact_weight > 0:
+            # the classifier's input is the pooled feature vector (works under DDP too); only
+            # the latest is kept, so a hook left from step 1 of two-step training holds one
+            _unwrap(model).classifier.register_forward_hook(
+                lambda mod, inp, out: self._features.__setitem__(slice(None), [inp[0]]))
 
     def steps_in_epoch(self) -> int:
         n = len(self.train_loader)
@@ -60,8 +91,10 @@ class TrainTask:
         set_loader_epoch(self.train_loader, epoch, self.seed)
         lo = min(self.cfg.lr_min, self.lr)   # cosine from lr down to lr_min (official: 1e-5)
         lr = lo + 0.5 * (self.lr - lo) * (1 + math.cos(math.pi * epoch / max(total, 1)))
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        optimizers = [self.optimizer] + ([self.cp_parent.optimizer] if self.cp_parent else [])
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
         self.model.train()
 
     def batches(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -72,6 +105,10 @@ class TrainTask:
 
     def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
         x, y = batch
+        logs: dict[str, float] = {}
+        if self.cp_parent is not None:
+            logs["parent_loss"] = self.cp_parent.step(x, y, self.cfg)
+        self._features.clear()
         logits = self.model(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
         if self.teacher is not None:
@@ -79,23 +116,40 @@ class TrainTask:
                 t_logits = self.teacher(x)
             w = self.cfg.kd.weight
             loss = (1 - w) * loss + w * kd_loss(logits, t_logits, self.cfg.kd.temperature)
+        if self.cp_parent is not None:
+            from backbones.search.cpnas import intra_class_compactness
+            cp = self.cfg.cp_loss
+            cp_term = 0.5 * cp.weight * self.cp_parent.cp_loss(cp.kernel)
+            if cp.compact_weight > 0 and self._features:
+                cp_term = cp_term + cp.compact_weight * intra_class_compactness(
+                    self._features[-1], y)
+            loss = loss + cp_term
+            logs["cp_loss"] = float(cp_term.detach())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
-        return {"loss": float(loss.detach())}
+        return {"loss": float(loss.detach()), **logs}
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         top1, top5 = evaluate(self.model, self.test_loader, self.device, (1, 5))
         return {"top1": top1, "top5": top5}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": _unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict()}
+        state = {"model": _unwrap(self.model).state_dict(),
+                 "optimizer": self.optimizer.state_dict()}
+        if self.cp_parent is not None:
+            state["parent"] = _unwrap(self.cp_parent.parent).state_dict()
+            state["parent_optimizer"] = self.cp_parent.optimizer.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         _unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.cp_parent is not None:
+            _unwrap(self.cp_parent.parent).load_state_dict(state["parent"])
+            self.cp_parent.optimizer.load_state_dict(state["parent_optimizer"])
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -170,6 +224,28 @@ def _build_teacher(kd: KDSection, genotype: Genotype | None, cfg: TrainSection,
                       f"'real_nas' or 'torchvision:<model name>'")
 
 
+def _build_cp_parent(cfg: TrainSection, genotype: Genotype | None, net: nn.Module,
+                     num_classes: int, device: torch.device, lr: float,
+                     wrap: Any) -> CPParent | None:
+    """The real-valued Parent of CP-NAS's training-stage CP loss (``train.cp_loss``), or None."""
+    cp = cfg.cp_loss
+    if cp.weight == 0 and cp.compact_weight == 0:
+        return None
+    if cp.kernel not in ("binarized", "latent"):
+        raise ConfigError(f"train.cp_loss.kernel: expected 'binarized' or 'latent', got "
+                          f"{cp.kernel!r}")
+    if genotype is None:
+        raise ConfigError("train.cp_loss: the CP loss needs a genotype (a search run or a "
+                          "published cell) for its real-valued Parent; this is a reference "
+                          "backbone")
+    from backbones.search.cpnas import matching_kernels
+    parent = create_backbone("nas", genotype=genotype, C=cfg.C, layers=cfg.layers,
+                             stem=cfg.stem, num_classes=num_classes, binary=False).to(device)
+    pairs = matching_kernels(parent, net)
+    parent = wrap(parent)
+    return CPParent(parent, make_optimizer(parent, cfg, lr, cfg.weight_decay), pairs)
+
+
 def run_train(params: Params, name: str, seed: int, *,
               genotype_path: Path | None = None,
               console: Console | None = None) -> dict[str, Any]:
@@ -233,6 +309,7 @@ def run_train(params: Params, name: str, seed: int, *,
                                             "binarizer": cfg.binarizer,
                                             **cfg.reference_kwargs}})
     net = build_from_record(record).to(device)
+    cp_parent = _build_cp_parent(cfg, genotype, net, num_classes, device, lr, wrap)
     steps = [("step1", False, cfg.weight_decay), ("step2", True, cfg.step2_weight_decay)] \
         if cfg.two_step else [("train", True, cfg.weight_decay)]
     history: list[dict[str, float]] = []
@@ -241,7 +318,7 @@ def run_train(params: Params, name: str, seed: int, *,
         set_weight_binarization(net, binary_weights)
         model = wrap(net)
         task = TrainTask(model, train_loader, test_loader, make_optimizer(model, cfg, lr, wd),
-                         cfg, lr, cfg.epochs, device, seed, teacher)
+                         cfg, lr, cfg.epochs, device, seed, teacher, cp_parent)
         res = run_loop(task, epochs=cfg.epochs, checkpoint=out / f"checkpoint_{tag}.pt",
                        desc=f"train {name} s{seed} {tag}", console=console,
                        fingerprint=fingerprint(record, cfg, dcfg, seed, tag))

@@ -1,0 +1,117 @@
+#!/usr/bin/env python
+"""DCP-NAS's second-order term, three ways: cost per step and accuracy of H_G v, side by side.
+
+    python benchmarks/bench_second_order.py --C 8 --layers 5 --batch 8 --repeats 5
+
+For ``second_order`` = ggn (the Fisher from one label draw per example), ggn_exact (the GGN
+product itself) and exact (the true Hessian by double backward) it prints, in one run:
+- the median ms of a whole DCP-NAS ``step`` (same supernet, batch and seed);
+- the accuracy of the product H_G v it uses, at the same point and for the same direction v:
+  the cosine with the exact GGN product and with the exact Hessian product (the sampled
+  estimator: mean and min over ``--draws`` draws), and the relative error to the GGN.
+"Cheaper per unit of accuracy" is read off these two columns. A benchmark: it asserts nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+MODES = ("ggn", "ggn_exact", "exact")
+
+
+def step_ms(mode: str, args: argparse.Namespace) -> float:
+    import torch
+
+    from backbones.search.base import SearchContext
+    from backbones.search.dcpnas import DCPNAS, DCPNASConfig
+    torch.manual_seed(0)
+    m = DCPNAS(DCPNASConfig(C=args.C, layers=args.layers, second_order=mode),
+               SearchContext(num_classes=10, device=torch.device("cpu"), seed=0))
+    m.begin_epoch(0, 2)
+    g = torch.Generator().manual_seed(0)
+    batch = lambda: (torch.randn(args.batch, 3, args.size, args.size, generator=g),  # noqa: E731
+                     torch.randint(0, 10, (args.batch,), generator=g))
+    t, v = batch(), batch()
+    m.step(t, v)   # warm-up
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        m.step(t, v)
+        times.append(1000 * (time.perf_counter() - t0))
+    return statistics.median(times)
+
+
+def product_accuracy(args: argparse.Namespace) -> dict[str, tuple[float, float, float]]:
+    """(mean cosine to the GGN, mean cosine to the Hessian, min cosine to the GGN) per mode."""
+    import torch
+
+    import backbones.search.tangent as tp
+    from backbones.supernet import Supernet
+    torch.manual_seed(0)
+    net = Supernet(args.C, 10, args.layers, binary=True)
+    parent = Supernet(args.C, 10, args.layers, binary=False)
+    arch = net.arch_parameters()
+    for p in net.weight_parameters():
+        p.requires_grad_(False)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(args.batch, 3, args.size, args.size, generator=g)
+    with torch.no_grad():
+        p_logits = parent(x)
+    logits = net(x)
+    kl = tp.kl_parent_child(logits, p_logits)
+    g_kl = tp.grad_or_zeros(kl, arch, create_graph=True, retain_graph=True)
+    v = [torch.randn_like(a) for a in arch]
+    hess = tp.flat([-h for h in tp.exact_hessian_vector_product(g_kl, arch, v,
+                                                                 retain_graph=True)])
+    ggn = tp.flat(tp.ggn_vector_product(logits, arch, v, retain_graph=True))
+
+    def cos(a, b) -> float:
+        return float((a @ b) / (a.norm() * b.norm()))
+    draws = [tp.flat(tp.fisher_vector_product(logits, arch, v, samples=1, retain_graph=True,
+                                              generator=torch.Generator().manual_seed(k)))
+             for k in range(args.draws)]
+    c_ggn = [cos(d, ggn) for d in draws]
+    return {"ggn": (statistics.mean(c_ggn), statistics.mean(cos(d, hess) for d in draws),
+                    min(c_ggn)),
+            "ggn_exact": (1.0, cos(ggn, hess), 1.0),
+            "exact": (cos(hess, ggn), 1.0, cos(hess, ggn))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--C", type=int, default=8)
+    p.add_argument("--layers", type=int, default=5)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--draws", type=int, default=20)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    import torch
+    torch.set_num_threads(args.threads)
+    acc = product_accuracy(args)
+    rows = [(mode, step_ms(mode, args), *acc[mode]) for mode in MODES]
+    print(f"DCP-NAS second-order term: C={args.C} layers={args.layers} batch={args.batch} "
+          f"{args.size}x{args.size}, CPU, {args.threads} thread(s), median of {args.repeats} "
+          f"steps; cosines for one random direction v ({args.draws} draws for ggn)")
+    print(f"{'second_order':<12} {'ms/step':>9} {'cos to GGN':>11} {'cos to Hessian':>15} "
+          f"{'min cos to GGN':>15}")
+    for mode, ms, c_ggn, c_h, c_min in rows:
+        print(f"{mode:<12} {ms:>9.1f} {c_ggn:>11.3f} {c_h:>15.3f} {c_min:>15.3f}")
+    base = rows[0][1]
+    for mode, ms, *_ in rows[1:]:
+        print(f"{mode} / ggn step time: {ms / base:.2f}x")
+    print(f"exact / ggn step time next to the paper's exact / GGN search cost 27.9 / 2.9 = "
+          f"{27.9 / 2.9:.1f}x: {rows[2][1] / base:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
