@@ -11,9 +11,11 @@ One ``step`` on a (train, val) batch pair:
 2. The 1-bit Child inherits the architecture: alpha_hat <- alpha.
 3. Child architecture step (validation batch): minimise -G + mu D(alpha_hat) (Eq. 4.32) with
    G = -KL(p^P || p^C), D = distance(dG/dalpha_hat, tangent) (Eq. 4.31). Its gradient
-   -dG/dalpha_hat + mu H_G(alpha_hat) dD/dg (Eq. 4.33) needs the Hessian of G: the GGN / Fisher
-   approximation (Eqs. 4.36-4.41, ``second_order="ggn"``) or the exact double backward
-   (``"exact"``). Child weight step (training batch): KL(p^P || p^C) + lambda_r L_R (Eqs. 4.23,
+   -dG/dalpha_hat + mu H_G(alpha_hat) dD/dg (Eq. 4.33) needs the Hessian of G: the exact
+   double backward (``second_order="exact"``, the default: benchmarks/bench_second_order.py
+   measured it the most accurate per ms), the paper's GGN / Fisher approximation estimated from
+   label draws (Eqs. 4.36-4.41, ``"ggn"``), or the GGN product without sampling
+   (``"ggn_exact"``). Child weight step (training batch): KL(p^P || p^C) + lambda_r L_R (Eqs. 4.23,
    4.34), SGD. The Parent's logits on both batches come from step 1's forward passes.
 4. Decoupled optimization: ops whose weight norm ranks above tau are backtracked,
    alpha~ = alpha^{t+1} + eta psi~ o alpha^t (Eq. 4.52, eta = eta_1 eta_2).
