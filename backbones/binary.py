@@ -30,9 +30,13 @@ _default_binarizer: list[str] = ["official"]
 
 
 @contextlib.contextmanager
-def weight_binarizer(name: str) -> Iterator[None]:
+def weight_binarizer(name: str | None) -> Iterator[None]:
     """Build every BinaryConv2d created inside the block with weight binarizer ``name``
-    (timm's layer-config style: a network's constructor does not need a parameter for it)."""
+    (timm's layer-config style: a network's constructor does not need a parameter for it).
+    ``None`` keeps the enclosing block's choice."""
+    if name is None:
+        yield
+        return
     if name not in BINARIZERS:
         raise ValueError(f"unknown weight binarizer {name!r}; expected one of "
                          f"{', '.join(BINARIZERS)}")

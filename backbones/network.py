@@ -65,12 +65,13 @@ def make_stem(kind: str, in_channels: int, c_out: int) -> tuple[nn.Module, nn.Mo
 class NASNetwork(nn.Module):
     """A 1-bit (``binary=True``) or real network of discrete cells from a genotype.
 
-    ``binarizer`` picks the weight binarizer of every binary conv (``backbones.binary``)."""
+    ``binarizer`` picks the weight binarizer of every binary conv (``backbones.binary``;
+    None: the enclosing ``weight_binarizer`` block's, ``official`` outside any)."""
 
     def __init__(self, genotype: Genotype, C: int = 36, num_classes: int = 10, layers: int = 20,
                  *, stem: str = "cifar", binary: bool = True, in_channels: int = 3,
                  stem_multiplier: int = 3, out_indices: Sequence[int] | None = None,
-                 binarizer: str = "official") -> None:
+                 binarizer: str | None = None) -> None:
         super().__init__()
         with weight_binarizer(binarizer):
             self._build(genotype, C, num_classes, layers, stem, binary, in_channels,

@@ -86,6 +86,17 @@ def _load_user_factory(spec: str) -> BackboneFactory:
     return fn
 
 
+def backbone_factory(name: str) -> BackboneFactory:
+    """The factory behind a backbone name (registered, or 'package.module:function')."""
+    _ensure_builtin_registered()
+    if ":" in name:
+        return _load_user_factory(name)
+    if name not in _BACKBONES:
+        raise UnknownBackboneError(f"unknown backbone {name!r}: expected one of "
+                                   f"{list_backbones()} or 'package.module:function'")
+    return _BACKBONES[name]
+
+
 def create_backbone(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered backbone, or a user one given as ``module:function``."""
     _ensure_builtin_registered()

@@ -78,7 +78,8 @@ class BiRealResNet(nn.Module):
     def __init__(self, num_classes: int = 10, *, width: int = 64, stem: str = "imagenet",
                  in_channels: int = 3, binary: bool = True,
                  blocks: Sequence[int] = STAGE_BLOCKS,
-                 out_indices: Sequence[int] | None = None, binarizer: str = "official") -> None:
+                 out_indices: Sequence[int] | None = None,
+                 binarizer: str | None = None) -> None:
         super().__init__()
         with weight_binarizer(binarizer):
             self._build(num_classes, width, stem, in_channels, binary, blocks, out_indices)
@@ -140,7 +141,8 @@ class BiRealResNet(nn.Module):
 @register_backbone("bireal_resnet18")
 def bireal_resnet18(num_classes: int = 10, *, width: int = 64, stem: str = "imagenet",
                     out_indices: Sequence[int] | None = None, binary: bool = True,
-                    in_channels: int = 3) -> nn.Module:
+                    in_channels: int = 3, binarizer: str | None = None) -> nn.Module:
     """Bi-Real ResNet-18: real stem and FC, binary 3x3 convs each with a real shortcut."""
     return BiRealResNet(num_classes, width=width, stem=stem, in_channels=in_channels,
-                        binary=binary, blocks=STAGE_BLOCKS, out_indices=out_indices)
+                        binary=binary, blocks=STAGE_BLOCKS, out_indices=out_indices,
+                        binarizer=binarizer)

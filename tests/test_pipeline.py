@@ -112,3 +112,19 @@ def test_published_cell_retrains_like_a_searched_one(tmp_path):
     assert main(["--params", str(params), "report"]) == 0
     table = (tmp_path / "results/report/classification.md").read_text()
     assert "dcpnas_l" in table and "best-epoch top-1" in table and "72.4" in table
+
+
+@pytest.mark.parametrize("binarizer", ["official", "mean_abs"])
+def test_reference_backbone_retrains_with_the_profiles_binarizer(tmp_path, binarizer):
+    """`harness train --method bireal_resnet18` (a reference backbone) under each binarizer:
+    the record carries it, so transfer rebuilds the same network."""
+    params = tiny_params(tmp_path)
+    data = yaml.safe_load(params.read_text())
+    data["profiles"]["smoke"]["train"].update(binarizer=binarizer,
+                                              reference_kwargs={"width": 4})
+    params.write_text(yaml.safe_dump(data))
+    assert main(["--params", str(params), "prepare"]) == 0
+    assert main(["--params", str(params), "train", "--method", "bireal_resnet18"]) == 0
+    ckpt = torch.load(tmp_path / "runs/train/bireal_resnet18/seed0/model.pt", weights_only=True)
+    assert ckpt["arch"]["kwargs"]["binarizer"] == binarizer
+    assert any(k.endswith("modulation") for k in ckpt["model"]) == (binarizer == "official")

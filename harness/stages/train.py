@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from backbones.atomic import atomic_torch_save, load_state_dict_strict, safe_torch_load
-from backbones.binary import set_weight_binarization
+from backbones.binary import set_weight_binarization, weight_binarizer
 from backbones.genotypes import PUBLISHED, Genotype
 from backbones.registry import create_backbone
 from backbones.evaluation import evaluate
@@ -187,6 +187,20 @@ def build_from_record(arch: dict[str, Any]) -> nn.Module:
     return create_backbone(arch["backbone"], **kwargs)
 
 
+def _binarizer_kwarg(name: str, binarizer: str) -> dict[str, str]:
+    """{"binarizer": ...} when backbone ``name``'s factory takes that argument (the record then
+    rebuilds the same network anywhere), else {} (a user factory without it)."""
+    import inspect
+
+    from backbones.registry import backbone_factory
+    try:
+        params = inspect.signature(backbone_factory(name)).parameters
+    except (TypeError, ValueError):
+        return {}
+    takes = "binarizer" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    return {"binarizer": binarizer} if takes else {}
+
+
 def _registered_backbones() -> list[str]:
     from backbones.registry import _ensure_builtin_registered, list_backbones
     _ensure_builtin_registered()
@@ -306,9 +320,10 @@ def run_train(params: Params, name: str, seed: int, *,
     seed_everything(seed)
     record = (arch_record(genotype, cfg, num_classes) if genotype is not None else
               {"backbone": name, "kwargs": {"num_classes": num_classes, "stem": cfg.stem,
-                                            "binarizer": cfg.binarizer,
+                                            **_binarizer_kwarg(name, cfg.binarizer),
                                             **cfg.reference_kwargs}})
-    net = build_from_record(record).to(device)
+    with weight_binarizer(cfg.binarizer):   # also for a factory without a binarizer argument
+        net = build_from_record(record).to(device)
     cp_parent = _build_cp_parent(cfg, genotype, net, num_classes, device, lr, wrap)
     steps = [("step1", False, cfg.weight_decay), ("step2", True, cfg.step2_weight_decay)] \
         if cfg.two_step else [("train", True, cfg.weight_decay)]
