@@ -664,7 +664,7 @@ def _speedup_claims(paper: pd.DataFrame, search_main: pd.DataFrame, start: int) 
     return out
 
 
-def _second_order_of(row) -> str:
+def second_order_of(row) -> str:
     """Which second order a DCP-NAS search ran with: its Table 4.3 ablation setting, else its
     recorded config, else 'ggn' (searches written before the default became 'exact' carry no
     config; ggn was the default then)."""
@@ -704,7 +704,7 @@ def _ggn_claim(paper: pd.DataFrame, search: pd.DataFrame, train: pd.DataFrame) -
     s = candidates(search)
     groups = []
     if not s.empty:
-        s = s.assign(so=[_second_order_of(r) for _, r in s.iterrows()])
+        s = s.assign(so=[second_order_of(r) for _, r in s.iterrows()])
         t = candidates(train)
         for (dataset, profile), g in s.groupby(["dataset", "profile"]):
             g_ggn, g_ex = g[g["so"] == "ggn"], g[g["so"] == "exact"]

@@ -524,7 +524,7 @@ def _paper_search_cost_rows(paper: pd.DataFrame, method: str, run: pd.Series) ->
     t43 = rows["table"] == C.TABLE_43
     if method == "dcpnas" and (run["ablation_key"] == "" or run["abl_table"] == C.TABLE_43):
         # Table 4.3's DCP-NAS-L rows by second order; the headline rows are GGN runs
-        so_exact = C._second_order_of(run) == "exact"
+        so_exact = C.second_order_of(run) == "exact"
         keep = (t43 & (exact if so_exact else ~exact))
         if run["ablation_key"] == "" and not so_exact:
             keep |= rows["setting"].isin(C.HEADLINE_SETTINGS)

@@ -133,6 +133,16 @@ def matching_kernels(parent: nn.Module, child: nn.Module) -> list[tuple[nn.Conv2
     return pairs
 
 
+def child_kernel(conv: BinaryConv2d, mode: str) -> Tensor:
+    """The Child kernel the CP loss compares with the Parent's: its binarized kernel (its own
+    binarizer; ``"binarized"``) or its latent real weight (``"latent"``)."""
+    if mode == "binarized":
+        return conv.binarized_weight()
+    if mode == "latent":
+        return conv.weight
+    raise ValueError(f"cp_kernel must be 'binarized' or 'latent', got {mode!r}")
+
+
 def intra_class_compactness(features: Tensor, labels: Tensor) -> Tensor:
     """The second term of the CP loss (Eq. 4.17): mean over the batch of ||f_n - c_{y_n}||^2,
     c_y the mean feature of class y in the batch (a centre-loss with batch centres)."""
@@ -239,13 +249,10 @@ class CPNAS(SearchMethod):
         pairs: list[tuple[tuple[int, int, int] | None, nn.Conv2d, nn.Conv2d]] = []
 
         def add(owner, p_mod: nn.Module, c_mod: nn.Module) -> None:
-            p_convs, c_convs = _convs(p_mod), _convs(c_mod)
-            if len(p_convs) != len(c_convs):
-                raise RuntimeError("Parent and Child ops have different conv layouts")
-            for pc, cc in zip(p_convs, c_convs):
-                if pc.weight.shape != cc.weight.shape or not isinstance(cc, BinaryConv2d):
-                    raise RuntimeError("Parent and Child kernels do not correspond")
-                pairs.append((owner, pc, cc))
+            matched = matching_kernels(p_mod, c_mod)
+            if len(matched) != len(_convs(c_mod)):   # inside cells every Child conv is 1-bit
+                raise RuntimeError("Parent and Child kernels do not correspond")
+            pairs.extend((owner, pc, cc) for pc, cc in matched)
 
         for i, (pcell, ccell) in enumerate(zip(self.parent.cells, self.child.cells)):
             add(None, pcell.pre0, ccell.pre0)
@@ -259,9 +266,6 @@ class CPNAS(SearchMethod):
         """(Parent, Child) kernels of the current sub-architecture (unmasked ops); the Child's
         is its binarized kernel (``cp_kernel="binarized"``, the conv's own binarizer) or its
         latent weight (``"latent"``)."""
-        if self.cfg.cp_kernel not in ("binarized", "latent"):
-            raise ValueError(f"cp_kernel must be 'binarized' or 'latent', got "
-                             f"{self.cfg.cp_kernel!r}")
         out = []
         for owner, pc, cc in self._pairs:
             if owner is not None:
@@ -269,8 +273,7 @@ class CPNAS(SearchMethod):
                 active = self.child.cells[i].edges[e].active
                 if active is not None and k not in active:
                     continue
-            out.append((pc.weight, cc.binarized_weight() if self.cfg.cp_kernel == "binarized"
-                        else cc.weight))
+            out.append((pc.weight, child_kernel(cc, self.cfg.cp_kernel)))
         return out
 
     def cp_loss(self) -> Tensor:

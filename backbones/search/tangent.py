@@ -279,8 +279,8 @@ class OpNormIndex:
         self.shape = (2, n_edges, n_ops)
         fixed = torch.zeros(self.shape)
         self.official: list[Tensor] = []       # modulations M
-        self.official_slot: list[int] = []
-        self.official_factor: list[float] = []
+        slots: list[int] = []
+        factors: list[float] = []
         self.other: list[tuple[nn.Conv2d, int]] = []
         for cell in model.cells:
             t = 1 if cell.reduction else 0
@@ -294,15 +294,14 @@ class OpNormIndex:
                     for conv in convs:
                         if isinstance(conv, BinaryConv2d) and conv.binarizer == "official":
                             self.official.append(conv.modulation)
-                            self.official_slot.append(slot)
-                            self.official_factor.append(OFFICIAL_BIN ** 2
-                                                        * conv.weight[0].numel())
+                            slots.append(slot)
+                            factors.append(OFFICIAL_BIN ** 2 * conv.weight[0].numel())
                         else:
                             self.other.append((conv, slot))
         device = model.alpha_normal.device
         self.fixed = fixed.to(device)
-        self.slot = torch.tensor(self.official_slot, dtype=torch.long, device=device)
-        self.factor = torch.tensor(self.official_factor, device=device)
+        self.slot = torch.tensor(slots, dtype=torch.long, device=device)
+        self.factor = torch.tensor(factors, device=device)
 
 
 def op_weight_norms(model: Supernet, index: OpNormIndex | None = None) -> Tensor:

@@ -60,9 +60,8 @@ class CPParent:
         return float(loss.detach())
 
     def cp_loss(self, kernel: str) -> torch.Tensor:
-        from backbones.search.cpnas import kernel_cp_loss
-        return kernel_cp_loss([(p.weight, c.binarized_weight() if kernel == "binarized"
-                                else c.weight) for p, c in self.pairs])
+        from backbones.search.cpnas import child_kernel, kernel_cp_loss
+        return kernel_cp_loss([(p.weight, child_kernel(c, kernel)) for p, c in self.pairs])
 
 
 class TrainTask:
