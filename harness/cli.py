@@ -1,4 +1,4 @@
-"""`harness` command line: prepare, search, train, transfer, report, list.
+"""`harness` command line: prepare, search, train, transfer, deploy, report, list.
 
 Every subcommand reads params.yaml (``--params``) and its active profile (``--profile``
 overrides the file's ``profile`` key). Known input errors print one line naming the file or
@@ -29,10 +29,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from harness.config import ConfigError
     from harness.data import DatasetError
     from harness.engine import NonFiniteLossError
+    from harness.openvino_ir import DeployError
     from harness.stages.common import OutputError
     errors: list[type[BaseException]] = [CheckpointError, GenotypeError, UnknownBackboneError,
                                          UnknownMethodError, ConfigError, DatasetError,
-                                         NonFiniteLossError, OutputError]
+                                         NonFiniteLossError, OutputError, DeployError]
     for module, name in (("harness.report", "ReportError"),
                          ("downstream.reid.config", "ReIDConfigError"),
                          ("downstream.reid.data", "ReIDDataError")):
@@ -78,6 +79,20 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     run_transfer(_params(args), task=args.task, backbone=args.backbone, seed=args.seed,
                  checkpoint=Path(args.checkpoint) if args.checkpoint else None,
                  out_dir=Path(args.out) if args.out else None, console=console)
+
+
+def cmd_deploy(args: argparse.Namespace) -> None:
+    from harness.stages.deploy import run_deploy
+    m = run_deploy(_params(args), args.backbone, args.seed, paper_size=args.paper_size,
+                   console=console)
+    e = m["engines"]
+    console.print(
+        f"[green]deploy {m['run']}: {m['binary_convs']} BinaryConvolutions, top-1 agreement "
+        f"{m['agreement']['binary_ir']['top1_agreement']:.2f}%; batch-1 latency (1 thread) "
+        f"binary IR {e['binary_ir']['latency_1t']['median_ms']:.2f} ms, FP32 IR "
+        f"{e['fp32_ir']['latency_1t']['median_ms']:.2f} ms, PyTorch "
+        f"{e['torch']['latency_1t']['median_ms']:.2f} ms; speed-up "
+        f"{m['measured_speedup_1t']:.2f}x (OPs predict {m['predicted_speedup']:.2f}x)")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -132,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", default=None, help="classification checkpoint to start from")
     s.add_argument("--out", default=None, help="output folder (default runs/<task>/<name>/seed<k>)")
     s.set_defaults(func=cmd_transfer)
+
+    s = sub.add_parser("deploy", help="export a retrained 1-bit network to OpenVINO (real "
+                       "BinaryConvolution kernels) and measure it against FP32 and PyTorch")
+    s.add_argument("--backbone", required=True,
+                   help="a search run or reference backbone retrained by `harness train`")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--paper-size", action="store_true",
+                   help="deploy the cell at its paper size (deploy.paper_size), untrained")
+    s.set_defaults(func=cmd_deploy)
 
     s = sub.add_parser("report", help="tables, plots and REPORT.md from the metrics files")
     s.add_argument("--runs", default=None, help="runs folder (default: paths.runs)")

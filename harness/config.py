@@ -74,9 +74,9 @@ POSITIVE_INTS = frozenset({
     "partial_channels", "samples_per_round", "max_val_batches", "ggn_samples", "image_size",
     "lr_scale_batch", "cifar_train", "cifar_test", "coco_train", "coco_val", "coco_size",
     "market_ids", "market_cams", "train_subset", "test_subset", "sweeps", "rounds",
-    "parent_every"})
+    "parent_every", "runs", "throughput_batch", "test_images", "num_classes"})
 #: integer settings that may be zero but not negative
-NON_NEGATIVE_INTS = frozenset({"num_workers", "cutout"})
+NON_NEGATIVE_INTS = frozenset({"num_workers", "cutout", "warmup"})
 
 
 def _range_problem(key: str, value: Any) -> str | None:
@@ -206,6 +206,26 @@ class TrainSection:
 
 
 @dataclass
+class PaperSizeSection:
+    """The network size `harness deploy --paper-size` builds (DCP-NAS-L: REFERENCE.md 3)."""
+    C: int = 108
+    layers: int = 10
+    stem: str = "imagenet"
+    image_size: int = 224
+    num_classes: int = 1000
+
+
+@dataclass
+class DeploySection:
+    """profiles.<name>.deploy: `harness deploy` (OpenVINO binary IR vs FP32 IR vs PyTorch)."""
+    runs: int = 50                   # timed batch-1 inferences per engine and thread count
+    warmup: int = 10
+    throughput_batch: int = 32       # batch of the throughput measurement and agreement check
+    test_images: int | None = None   # agreement check on the first N test images (None: all)
+    paper_size: PaperSizeSection = field(default_factory=PaperSizeSection)
+
+
+@dataclass
 class Profile:
     data: DataSection = field(default_factory=DataSection)
     smoke_data: SmokeDataSection = field(default_factory=SmokeDataSection)
@@ -213,6 +233,7 @@ class Profile:
     train: TrainSection = field(default_factory=TrainSection)
     detect: dict[str, Any] = field(default_factory=dict)  # validated by downstream.detection
     reid: dict[str, Any] = field(default_factory=dict)    # validated by downstream.reid
+    deploy: DeploySection = field(default_factory=DeploySection)
 
 
 @dataclass

@@ -1,0 +1,234 @@
+"""`harness deploy`: a retrained 1-bit network on OpenVINO's bit-packed CPU kernels.
+
+Writes runs/deploy/<name>/seed<k>/: binary.xml/.bin (every conv with binary weights and binary
+input is a BinaryConvolution), fp32.xml/.bin (the same function on FP32 kernels) and
+metrics.json: agreement with PyTorch on the test set, then latency (batch 1; 1 thread and all
+threads), throughput, IR size, peak memory and per-layer time of the binary IR, the FP32 IR
+and PyTorch eager, measured side by side in one run, with the speed-up the OPs count predicts.
+
+``--paper-size`` deploys the network at its paper size (``deploy.paper_size``: DCP-NAS-L is
+C=108, 10 cells, ImageNet stem, 224x224) untrained: latency does not depend on the values of
+the weights, and agreement is then checked on random inputs.
+"""
+from __future__ import annotations
+
+import copy
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+
+from backbones.atomic import load_state_dict_strict, safe_torch_load
+from backbones.binary import binary_convs, set_weight_binarization
+from backbones.genotypes import PUBLISHED, Genotype
+from harness.config import Params
+from harness.costs import model_cost
+from harness.deploy_bench import ENGINES, EngineJob, all_threads, measure_engines
+from harness.openvino_ir import (DeployError, OPENVINO_VERSION, check_binary_runtime,
+                                 compile_ir, convert, require_openvino, rewrite_binary_convs,
+                                 save_ir)
+from harness.stages.common import common_metrics, ensure_writable, run_dir, write_metrics
+from harness.stages.train import arch_record, build_from_record
+
+#: random inputs of the agreement check of an untrained (paper-size) network
+RANDOM_CHECK_IMAGES = 8
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _paper_size_record(params: Params, name: str, seed: int) -> dict[str, Any]:
+    """Arch record of ``name`` (a published cell or a search run's genotype) at paper size."""
+    size = params.active.deploy.paper_size
+    searched = run_dir(params, "search", name, seed) / "genotype.json"
+    if name in PUBLISHED:
+        genotype = PUBLISHED[name]
+    elif searched.is_file():
+        genotype = Genotype.load(searched)
+    else:
+        raise DeployError(f"--paper-size {name!r}: not a published cell "
+                          f"({', '.join(PUBLISHED)}) and no searched genotype at {searched}")
+    cfg = copy.copy(params.active.train)
+    cfg.C, cfg.layers, cfg.stem = size.C, size.layers, size.stem
+    return arch_record(genotype, cfg, size.num_classes)
+
+
+def _load_trained(params: Params, name: str, seed: int) -> tuple[nn.Module, dict[str, Any], Path]:
+    path = run_dir(params, "train", name, seed) / "model.pt"
+    if not path.is_file():
+        raise DeployError(f"backbone {name!r}: no retrained checkpoint at {path}; run `harness "
+                          f"train --method {name} --seed {seed}` first (or deploy an untrained "
+                          f"network at paper size with --paper-size)")
+    ckpt = safe_torch_load(path)
+    record = ckpt.get("arch")
+    if not isinstance(record, dict):
+        raise DeployError(f"{path}: no 'arch' record (written by `harness train`); retrain it")
+    net = build_from_record(record)
+    load_state_dict_strict(net, ckpt["model"], path)
+    return net, record, path
+
+
+def _input_size(params: Params, record: dict[str, Any], paper_size: bool) -> int:
+    if paper_size:
+        return params.active.deploy.paper_size.image_size
+    return 32 if params.active.data.name == "cifar10" else params.active.data.image_size
+
+
+def _agreement(net: nn.Module, binary_ir: Any, fp32_ir: Any, batches: list[torch.Tensor],
+               labels: list[torch.Tensor] | None) -> dict[str, Any]:
+    """PyTorch vs the binary and FP32 IRs on the same images; PyTorch float64 as the floor:
+    sign() is discontinuous, so rounding differences upstream flip some bits."""
+    net64 = copy.deepcopy(net).double().eval()
+    logits: dict[str, list[np.ndarray]] = {"torch": [], "torch64": [], "binary_ir": [],
+                                           "fp32_ir": []}
+    batch = int(binary_ir.input(0).get_shape()[0])
+    with torch.inference_mode():
+        for x in batches:
+            n = x.shape[0]
+            padded = torch.cat([x, x[:1].expand(batch - n, *x.shape[1:])]) if n < batch else x
+            logits["torch"].append(net(x).numpy())
+            logits["torch64"].append(net64(x.double()).numpy())
+            logits["binary_ir"].append(binary_ir(padded.numpy())[0][:n])
+            logits["fp32_ir"].append(fp32_ir(padded.numpy())[0][:n])
+    cat = {k: np.concatenate(v) for k, v in logits.items()}
+    ref = cat["torch"]
+    scale = float(np.abs(ref).max()) or 1.0
+    out: dict[str, Any] = {"images": int(ref.shape[0]), "on": "test set" if labels else
+                           "random inputs"}
+    for k in ("binary_ir", "fp32_ir", "torch64"):
+        dev = float(np.abs(cat[k] - ref).max())
+        out[k] = {"top1_agreement": 100.0 * float((cat[k].argmax(1) == ref.argmax(1)).mean()),
+                  "max_logit_dev": dev, "max_logit_dev_rel": dev / scale}
+    if labels:
+        y = torch.cat(labels).numpy()
+        out["top1"] = {k: 100.0 * float((v.argmax(1) == y).mean()) for k, v in cat.items()
+                       if k != "torch64"}
+    return out
+
+
+def _check_batches(params: Params, seed: int, paper_size: bool, shape: tuple[int, ...]
+                   ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+    dep = params.active.deploy
+    if paper_size:
+        g = torch.Generator().manual_seed(seed)
+        return [torch.randn(RANDOM_CHECK_IMAGES, *shape[1:], generator=g)], None
+    from harness.data import build_train_loaders
+    from harness.stages.common import data_config
+    _, test_loader, _ = build_train_loaders(data_config(params, dep.throughput_batch), seed=seed)
+    xs, ys, seen = [], [], 0
+    for x, y in test_loader:
+        if dep.test_images is not None and seen >= dep.test_images:
+            break
+        if dep.test_images is not None:
+            x, y = x[: dep.test_images - seen], y[: dep.test_images - seen]
+        xs.append(x)
+        ys.append(y)
+        seen += x.shape[0]
+    return xs, ys
+
+
+def run_deploy(params: Params, name: str, seed: int, *, paper_size: bool = False,
+               console: Console | None = None) -> dict[str, Any]:
+    console = console or Console(stderr=True)
+    ov = require_openvino()
+    if paper_size:
+        record = _paper_size_record(params, name, seed)
+        torch.manual_seed(seed)
+        net, checkpoint = build_from_record(record), None
+    else:
+        net, record, checkpoint = _load_trained(params, name, seed)
+    net.eval()
+    set_weight_binarization(net, True)
+    capable = [c for c in binary_convs(net) if c.binary_input]
+    if not capable:
+        raise DeployError(f"backbone {name!r} ({type(net).__name__}) has no conv with binary "
+                          f"weights and binary activations: nothing to run on BinaryConvolution")
+    label = f"{name}@paper" if paper_size else name
+    out = ensure_writable(run_dir(params, "deploy", label, seed))
+    dep = params.active.deploy
+    size = _input_size(params, record, paper_size)
+    shape = (1, 3, size, size)
+
+    with console.status(f"deploy {label}: converting to OpenVINO IR"):
+        fp32_model = convert(net, shape)
+        fp32_bytes = save_ir(fp32_model, out / "fp32.xml")
+        bin_model = convert(net, shape)
+        rewrite = rewrite_binary_convs(bin_model)
+        if not rewrite.binary_convs:
+            reasons = sorted(set(rewrite.kept_fp32.values())) or ["no sign-input conv found"]
+            raise DeployError(f"backbone {name!r}: none of its {len(capable)} binary convs "
+                              f"could become a BinaryConvolution ({'; '.join(reasons)})")
+        bin_bytes = save_ir(bin_model, out / "binary.xml")
+    bin_check = compile_ir(out / "binary.xml", batch=dep.throughput_batch)
+    kernels = check_binary_runtime(bin_check, len(rewrite.binary_convs), f"{label} binary IR")
+    with console.status(f"deploy {label}: agreement with PyTorch"):
+        batches, labels = _check_batches(params, seed, paper_size, shape)
+        agree = _agreement(net, bin_check, compile_ir(out / "fp32.xml",
+                                                      batch=dep.throughput_batch),
+                           batches, labels)
+    del bin_check
+    binary_agreement = agree["binary_ir"]["top1_agreement"]
+    if binary_agreement < 99.0:
+        console.print(f"[bold yellow]warning:[/] {label}: the binary IR agrees with PyTorch on "
+                      f"only {binary_agreement:.2f}% of {agree['images']} images (target >= 99%)")
+
+    jobs = [EngineJob(engine=e, input_shape=shape, runs=dep.runs, warmup=dep.warmup,
+                      throughput_batch=dep.throughput_batch, seed=seed,
+                      ir=str(out / f"{e.split('_')[0]}.xml") if e != "torch" else None,
+                      record=record if e == "torch" else None,
+                      checkpoint=str(checkpoint) if e == "torch" and checkpoint else None)
+            for e in ENGINES]
+    with console.status(f"deploy {label}: timing {', '.join(ENGINES)} "
+                        f"({dep.runs} runs each, 1 and {all_threads()} threads)"):
+        engines = measure_engines(jobs)
+
+    cost = model_cost(net, shape[1:])
+    fp_ops = cost.flops_m + cost.bops_m          # every binary MAC as a FP MAC
+    state_bytes = sum(t.numel() * t.element_size() for t in net.state_dict().values())
+    sizes = {"binary_ir": bin_bytes, "fp32_ir": fp32_bytes, "torch": state_bytes}
+    for e in ENGINES:
+        engines[e]["weights_bytes"] = sizes[e]
+
+    def speedup(label_: str) -> float:
+        return (engines["fp32_ir"][f"latency_{label_}"]["median_ms"]
+                / engines["binary_ir"][f"latency_{label_}"]["median_ms"])
+
+    train_metrics = run_dir(params, "train", name, seed) / "metrics.json"
+    method = name
+    if not paper_size and train_metrics.is_file():
+        import json
+        try:
+            method = str(json.loads(train_metrics.read_text()).get("method", name))
+        except (OSError, ValueError):
+            pass
+    metrics = common_metrics(params, "deploy", method, seed, f"cpu:{cpu_model()}", "cpu")
+    metrics.update({
+        "run": label, "backbone": name, "paper_size": paper_size,
+        "trained": checkpoint is not None,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "input_shape": list(shape), "openvino_version": ov.__version__,
+        "cpu_model": cpu_model(), "threads_all": all_threads(),
+        "binary_capable_convs": len(capable), "binary_convs": len(rewrite.binary_convs),
+        "kept_fp32": rewrite.kept_fp32, "runtime_binary_kernels": kernels,
+        "params_m": cost.params_m, "flops_m": cost.flops_m, "bops_m": cost.bops_m,
+        "ops_m": cost.ops_m, "fp_ops_m": fp_ops,
+        "predicted_speedup": fp_ops / cost.ops_m if cost.ops_m else None,
+        "measured_speedup_1t": speedup("1t"), "measured_speedup_all": speedup("all"),
+        "agreement": agree, "engines": engines,
+    })
+    write_metrics(out / "metrics.json", metrics)
+    if OPENVINO_VERSION not in ov.__version__:
+        console.print(f"[yellow]note:[/] openvino {ov.__version__} (verified with "
+                      f"{OPENVINO_VERSION})")
+    return metrics
