@@ -259,6 +259,7 @@ class Params:
     ablations: dict[str, Ablation] = field(default_factory=dict)
     reference_backbones: list[str] = field(default_factory=list)
     backbones: list[str] = field(default_factory=list)
+    deploy_paper_size: list[str] = field(default_factory=list)
     paths: Paths = field(default_factory=Paths)
     profiles: dict[str, Profile] = field(default_factory=dict)
     source: str = "params.yaml"

@@ -21,6 +21,7 @@ is real (the official layout's depthwise and 1x1 preprocessing convs).
 """
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,16 +64,19 @@ def convert(net: nn.Module, input_shape: tuple[int, ...]) -> Any:
     ov = require_openvino()
     net = net.eval()
     try:
-        with torch.no_grad():
+        # OpenVINO traces with torch.jit, which warns that it is deprecated on every call
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
             return ov.convert_model(net, example_input=torch.zeros(input_shape),
                                     input=[list(input_shape)])
     except Exception as exc:   # the frontend raises OpConversionFailure / RuntimeError
         msg = str(exc).strip().splitlines()
-        ops = sorted({w.strip("'\",.:") for line in msg for w in line.split()
-                      if w.startswith(("aten::", "prim::"))})
+        words = {w.strip("'\",.:") for line in msg for w in line.split()}
+        ops = sorted(w for w in words if w.startswith(("aten::", "prim::"))
+                     and w != "prim::Constant")
         what = f"unsupported op(s) {', '.join(ops)}" if ops else (msg[0] if msg else repr(exc))
-        raise DeployError(f"OpenVINO {ov.__version__} cannot convert {type(net).__name__}: "
-                          f"{what}") from None
+        raise DeployError(f"OpenVINO {ov.__version__.split('-')[0]} cannot convert "
+                          f"{type(net).__name__}: {what}") from None
 
 
 def _sign_input(conv: Any) -> Any | None:

@@ -5,6 +5,7 @@ One figure per (dataset, profile) group:
   top1_vs_ops_<dataset>_<profile>.png                 top-1 vs OPs per method
   ablation_tangent_lr_<dataset>_<profile>.png         Table 4.2 (measured bars + paper markers)
   ablation_distance_<dataset>_<profile>.png           Table 4.4 (measured bars + paper markers)
+  deploy_latency_vs_ops.png                           measured latency vs counted OPs
 A plot without data is skipped (logged, no file). Error bars (sample std) when n >= 2.
 """
 
@@ -29,7 +30,8 @@ from harness.claims import Stats, seed_stats  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-PLOT_PREFIXES = ("top1_vs_search_cost_", "top1_vs_ops_", "ablation_tangent_lr_", "ablation_distance_")
+PLOT_PREFIXES = ("top1_vs_search_cost_", "top1_vs_ops_", "ablation_tangent_lr_", "ablation_distance_",
+                 "deploy_latency_vs_ops")
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
             "#7f7f7f", "#bcbd22", "#17becf"]
 
@@ -300,6 +302,39 @@ def _ablation_distance(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Pa
     return out
 
 
+def _deploy_latency_vs_ops(metrics: pd.DataFrame, plots_dir: Path) -> list[PlotInfo]:
+    """Every deployed network twice: the binary IR at its counted OPs (FLOPs + BOPs/64) and
+    the FP32 IR at FLOPs + BOPs, joined by a line; 1-thread median latency, log-log. If time
+    followed the OPs count, every segment would have slope 1 on these log-log axes."""
+    runs = metrics[metrics["stage"] == "deploy"]
+    if runs.empty:
+        log.info("skipping plot deploy_latency_vs_ops: no deploy metrics")
+        return []
+    fig = Figure(figsize=(7.5, 4.8))
+    ax = fig.add_subplot(111)
+    xs = []
+    for i, (_, r) in enumerate(runs.sort_values(["run", "seed"]).iterrows()):
+        e = r["engines"]
+        b, f = e["binary_ir"]["latency_1t"]["median_ms"], e["fp32_ir"]["latency_1t"]["median_ms"]
+        color = _PALETTE[i % len(_PALETTE)]
+        label = f"{r['run']} s{r['seed']}" + ("" if r["trained"] else " (untrained)")
+        ax.plot([r["ops_m"], r["fp_ops_m"]], [b, f], "-", color=color, alpha=0.5)
+        ax.plot(r["ops_m"], b, "o", color=color, label=f"{label}: binary IR")
+        ax.plot(r["fp_ops_m"], f, "s", color=color, mfc="none", label=f"{label}: FP32 IR")
+        xs += [r["ops_m"], r["fp_ops_m"]]
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("counted OPs (M): binary IR = FLOPs + BOPs/64, FP32 IR = FLOPs + BOPs")
+    ax.set_ylabel("batch-1 latency, 1 thread (ms, median)")
+    title = "Measured latency vs counted OPs (OpenVINO CPU)"
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="best")
+    path = plots_dir / "deploy_latency_vs_ops.png"
+    _save(fig, path)
+    return [PlotInfo("deploy_latency_vs_ops", path, title)]
+
+
 def make_plots(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Path) -> list[PlotInfo]:
     """Write every plot that has data into ``plots_dir``; remove stale plots of ours."""
     plots_dir = Path(plots_dir)
@@ -308,6 +343,7 @@ def make_plots(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Path) -> l
     out += _ablation_tangent_lr(metrics, paper, plots_dir)
     out += _ablation_distance(metrics, paper, plots_dir)
     out += _top1_vs_ops(metrics, plots_dir)
+    out += _deploy_latency_vs_ops(metrics, plots_dir)
     written = {p.path.name for p in out}
     if plots_dir.is_dir():
         for f in plots_dir.glob("*.png"):

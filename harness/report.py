@@ -56,10 +56,10 @@ PAPER_COLUMNS = ["paper", "method", "dataset", "table", "setting", "metric", "va
 PAPER_METRICS = {"top1", "top5", "top1_error", "top5_error", "search_cost", "memory", "params",
                  "ops", "search_speedup_vs_prior_art", "search_speedup_vs_pcdarts"}
 
-STAGES = ("search", "train", "detect", "reid")
+STAGES = ("search", "train", "detect", "reid", "deploy")
 COST_UNITS = {"cpu": "CPU-hours", "gpu": "GPU-days"}
 
-STR, INT, NUM, BOOL = "string", "integer", "number", "boolean"
+STR, INT, NUM, BOOL, OBJ = "string", "integer", "number", "boolean", "object"
 COMMON_REQUIRED = {"stage": STR, "method": STR, "seed": INT, "profile": STR, "dataset": STR,
                    "device": STR, "device_kind": STR}
 STAGE_REQUIRED = {
@@ -70,11 +70,16 @@ STAGE_REQUIRED = {
               "train_cost_unit": STR, "epochs": NUM},
     "detect": {"detector": STR, "bbox_mAP": NUM, "bbox_mAP_50": NUM},
     "reid": {"loss": STR, "mAP": NUM, "rank1": NUM, "rank5": NUM, "rank10": NUM},
+    "deploy": {"run": STR, "backbone": STR, "paper_size": BOOL, "trained": BOOL,
+               "binary_convs": INT, "binary_capable_convs": INT, "ops_m": NUM, "fp_ops_m": NUM,
+               "predicted_speedup": NUM, "measured_speedup_1t": NUM,
+               "measured_speedup_all": NUM, "agreement": OBJ, "engines": OBJ,
+               "cpu_model": STR, "threads_all": INT},
 }
 STAGE_OPTIONAL = {"search": {"supernet_top1": NUM},
                   "train": {"size": STR, "best_top1": NUM, "best_top5": NUM, "best_epoch": INT,
                             "binarizer": STR},
-                  "detect": {}, "reid": {}}
+                  "detect": {}, "reid": {}, "deploy": {}}
 ENUMS = {
     "device_kind": tuple(COST_UNITS),
     "search_cost_unit": tuple(COST_UNITS.values()),
@@ -90,7 +95,7 @@ DISTANCE_ALIASES = {"fnorm": "fnorm", "f-norm": "fnorm", "f_norm": "fnorm", "fro
 
 #: every table build_report may write (stale files of tables not produced are removed)
 TABLE_NAMES = ("runs_summary", "classification", "search_cost", "ablation_tangent_lr",
-               "ablation_distance", "detection", "reid", "claims")
+               "ablation_distance", "detection", "reid", "deployment", "claims")
 
 DELTA_HEADER = "Δ top-1 (measured − paper)"
 DELTA5_HEADER = "Δ top-5 (measured − paper)"
@@ -121,6 +126,10 @@ def _type_problem(value: Any, kind: str) -> str | None:
     if kind == BOOL:
         if not isinstance(value, bool):
             return f"expected true/false, got {type(value).__name__} ({value!r})"
+        return None
+    if kind == OBJ:
+        if not isinstance(value, dict):
+            return f"expected an object, got {type(value).__name__} ({value!r})"
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"expected a number, got {type(value).__name__} ({value!r})"
@@ -225,7 +234,8 @@ def _ablation_fields(abl: dict | None) -> dict:
 
 
 def _run_key(r: dict) -> tuple:
-    extra = r.get("detector") if r["stage"] == "detect" else r.get("loss") if r["stage"] == "reid" else ""
+    extra = {"detect": r.get("detector"), "reid": r.get("loss"),
+             "deploy": r.get("run")}.get(r["stage"], "")
     return (r["stage"], r["method"], r["seed"], r["ablation_key"], r["dataset"], r["profile"], extra)
 
 
@@ -672,6 +682,86 @@ def build_reid(metrics: pd.DataFrame) -> pd.DataFrame:
         {"mAP (%)": "mAP", "Rank-1 (%)": "rank1", "Rank-5 (%)": "rank5", "Rank-10 (%)": "rank10"})
 
 
+def _triple(e: dict, key: str, sub: str, fmt: str = "{:.2f}") -> str:
+    """'binary / fp32 / torch' of one measurement of the three engines."""
+    vals = []
+    for engine in ("binary_ir", "fp32_ir", "torch"):
+        v = (e.get(engine) or {}).get(key)
+        v = v.get(sub) if isinstance(v, dict) and sub else v
+        vals.append(fmt.format(v) if isinstance(v, (int, float)) else "–")
+    return " / ".join(vals)
+
+
+def _where_time_goes(binary: dict, top: int = 3) -> str:
+    """The binary IR's costliest layer types (OpenVINO per-layer counters, 1 thread)."""
+    kinds = ((binary.get("per_layer") or {}).get("by_type") or [])[:top]
+    return "; ".join(f"{k['layer_type']} [{k['kernel']}] {100 * k['share']:.0f}%" for k in kinds)
+
+
+def build_deployment(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per deployed network: correctness first, then speed, size and memory."""
+    runs = _stage(metrics, "deploy")
+    rows = []
+    for _, r in runs.sort_values(["run", "seed"]).iterrows():
+        e, a = r["engines"], r["agreement"]
+        top1 = a.get("top1") or {}
+        shape = r.get("input_shape") or []
+        rows.append({
+            "network": r["run"] + ("" if r["trained"] else " (untrained)"),
+            "seed": int(r["seed"]), "input": "x".join(str(v) for v in shape[1:]),
+            "BinaryConv / 1-bit convs": f"{int(r['binary_convs'])} / "
+                                        f"{int(r['binary_capable_convs'])}",
+            "top-1 agreement % (images)": f"{a['binary_ir']['top1_agreement']:.2f} "
+                                          f"({a['images']}, {a['on']})",
+            "max logit dev. (rel.): binary IR / fp64 floor":
+                f"{a['binary_ir']['max_logit_dev_rel']:.2g} / "
+                f"{a['torch64']['max_logit_dev_rel']:.2g}",
+            "top-1 % PyTorch / binary IR": (f"{top1['torch']:.2f} / {top1['binary_ir']:.2f}"
+                                            if top1 else "–"),
+            "latency 1 thread ms (binary / FP32 / PyTorch)": _triple(e, "latency_1t",
+                                                                     "median_ms"),
+            "p90 1 thread ms": _triple(e, "latency_1t", "p90_ms"),
+            "latency all threads ms": _triple(e, "latency_all", "median_ms"),
+            "speed-up vs FP32 IR: 1 thread / all (OPs predict)":
+                f"{r['measured_speedup_1t']:.2f}x / {r['measured_speedup_all']:.2f}x "
+                f"({r['predicted_speedup']:.2f}x)",
+            "throughput img/s": _triple(e, "throughput", "images_per_s", "{:.1f}"),
+            "weights MB (binary IR / FP32 IR / PyTorch state)": " / ".join(
+                f"{(e.get(k) or {}).get('weights_bytes', 0) / 1e6:.2f}"
+                for k in ("binary_ir", "fp32_ir", "torch")),
+            "peak memory MB": _triple(e, "peak_mem_mb", "", "{:.0f}"),
+            "binary IR time by layer type": _where_time_goes(e.get("binary_ir") or {}),
+            "sign inputs within 1e-6 of 0": (f"{a['sign_inputs_near_zero']} of "
+                                             f"{a['sign_inputs']}"
+                                             if "sign_inputs" in a else "–"),
+            "CPU (threads)": f"{r['cpu_model']} ({int(r['threads_all'])})",
+        })
+    return pd.DataFrame(rows)
+
+
+DEPLOY_NOTES = [
+    "Engines: binary IR = OpenVINO IR whose binary-weight, binary-input convs are "
+    "BinaryConvolution (xnor-popcount on bit-packed u1 kernels, checked in the compiled runtime "
+    "graph); FP32 IR = the same function on FP32 kernels; PyTorch = eager, inference mode. "
+    "All FP32 precision (no bf16 downcast), batch 1, median (and p90) over the profile's "
+    "deploy.runs runs after warm-up; throughput at deploy.throughput_batch, all threads; each "
+    "engine measured in its own fresh process.",
+    "Speed-up = FP32 IR latency / binary IR latency; 'OPs predict' = (FLOPs + BOPs) / "
+    "(FLOPs + BOPs/64), what the counted OPs promise when every binary MAC costs 1/64 of a "
+    "FP MAC and the rest costs the same.",
+    "Agreement: top-1 of the binary IR vs PyTorch on the same images; the fp64 floor is "
+    "PyTorch float64 vs float32 on the same images: sign() is discontinuous, so rounding "
+    "differences upstream flip bits in both, and a deviation at the floor is not a bug. The "
+    "binary IR's CPU plugin fuses the binarization, BN, PReLU and the scale into the kernels "
+    "around each BinaryConvolution (other rounding), so sign inputs within ~1e-6 of 0 "
+    "(counted) can flip there and not in PyTorch: the logit "
+    "deviation grows with that count while top-1 agreement stays the measure that matters.",
+    "Depthwise binary-weight convs (no grouped binary kernel) and convs with real input (the "
+    "official layout's 1x1 preprocessing, FactorizedReduce and stem) stay FP32: the per-layer "
+    "column says how much of the binary IR's time they take.",
+]
+
+
 # ------------------------------------------------------------------------------ writing
 def _atomic_write(path: Path, data: str | bytes) -> None:
     atomic_write_bytes(path, data if isinstance(data, bytes) else data.encode("utf-8"))
@@ -711,6 +801,7 @@ TABLE_TITLES = {
     "ablation_distance": "Ablation: distance D (Table 4.4)",
     "detection": "Transfer: object detection",
     "reid": "Transfer: person re-identification",
+    "deployment": "Deployment on bit-packed kernels (OpenVINO CPU)",
     "claims": "Claims",
 }
 
@@ -783,7 +874,8 @@ def _render_report(runs_dir: Path, out_dir: Path, paper_path: Path, metrics: pd.
     sections = [("classification", "Classification"), ("search_cost", "Search cost"),
                 ("ablation_tangent_lr", "Ablation: tangent constraint × L_R (Table 4.2)"),
                 ("ablation_distance", "Ablation: distance D (Table 4.4)"),
-                ("detection", "Transfer: object detection"), ("reid", "Transfer: person re-identification")]
+                ("detection", "Transfer: object detection"), ("reid", "Transfer: person re-identification"),
+                ("deployment", TABLE_TITLES["deployment"])]
     for name, title in sections:
         L.append(f"## {title}\n")
         if name not in tables:
@@ -843,6 +935,7 @@ def build_report(runs_dir: Path, out_dir: Path, console=None,
         "ablation_distance": build_ablation_distance(metrics, paper),
         "detection": (build_detection(metrics), []),
         "reid": (build_reid(metrics), []),
+        "deployment": (build_deployment(metrics), DEPLOY_NOTES),
     }
     cls_notes = ["Top-1 / top-5: mean ± sample std (ddof=1) over seeds, or the value and n=1, of the "
                  "final epoch. Best-epoch top-1: the best test epoch of the last training step, which "

@@ -85,11 +85,35 @@ def _input_size(params: Params, record: dict[str, Any], paper_size: bool) -> int
     return 32 if params.active.data.name == "cifar10" else params.active.data.image_size
 
 
+#: sign inputs closer to 0 than this can flip under float reassociation (fused BN/PReLU)
+NEAR_ZERO = 1e-6
+
+
+class _near_threshold_counter:
+    """Counts, over PyTorch forward passes, the binary-conv inputs within NEAR_ZERO of the
+    sign threshold: the values whose bit a differently fused float computation may flip."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.total = self.near = 0
+        self.handles = [c.register_forward_hook(self._hook) for c in binary_convs(net)
+                        if c.binary_input]
+
+    def _hook(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: Any) -> None:
+        x = inputs[0]
+        self.total += x.numel()
+        self.near += int((x.abs() < NEAR_ZERO).sum())
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
 def _agreement(net: nn.Module, binary_ir: Any, fp32_ir: Any, batches: list[torch.Tensor],
                labels: list[torch.Tensor] | None) -> dict[str, Any]:
     """PyTorch vs the binary and FP32 IRs on the same images; PyTorch float64 as the floor:
     sign() is discontinuous, so rounding differences upstream flip some bits."""
     net64 = copy.deepcopy(net).double().eval()
+    near = _near_threshold_counter(net)
     logits: dict[str, list[np.ndarray]] = {"torch": [], "torch64": [], "binary_ir": [],
                                            "fp32_ir": []}
     batch = int(binary_ir.input(0).get_shape()[0])
@@ -101,11 +125,13 @@ def _agreement(net: nn.Module, binary_ir: Any, fp32_ir: Any, batches: list[torch
             logits["torch64"].append(net64(x.double()).numpy())
             logits["binary_ir"].append(binary_ir(padded.numpy())[0][:n])
             logits["fp32_ir"].append(fp32_ir(padded.numpy())[0][:n])
+    near.close()
     cat = {k: np.concatenate(v) for k, v in logits.items()}
     ref = cat["torch"]
     scale = float(np.abs(ref).max()) or 1.0
     out: dict[str, Any] = {"images": int(ref.shape[0]), "on": "test set" if labels else
-                           "random inputs"}
+                           "random inputs", "sign_inputs": near.total,
+                           "sign_inputs_near_zero": near.near, "near_zero_tol": NEAR_ZERO}
     for k in ("binary_ir", "fp32_ir", "torch64"):
         dev = float(np.abs(cat[k] - ref).max())
         out[k] = {"top1_agreement": 100.0 * float((cat[k].argmax(1) == ref.argmax(1)).mean()),
@@ -154,7 +180,7 @@ def run_deploy(params: Params, name: str, seed: int, *, paper_size: bool = False
     if not capable:
         raise DeployError(f"backbone {name!r} ({type(net).__name__}) has no conv with binary "
                           f"weights and binary activations: nothing to run on BinaryConvolution")
-    label = f"{name}@paper" if paper_size else name
+    label = f"{name}-paper" if paper_size else name
     out = ensure_writable(run_dir(params, "deploy", label, seed))
     dep = params.active.deploy
     size = _input_size(params, record, paper_size)

@@ -1,0 +1,189 @@
+"""`harness deploy`: the BinaryConvolution rewrite is exact, the stage measures a retrained
+network side by side, and bad input ends in one clear error."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("openvino")
+
+from backbones.binary import BinaryConv2d  # noqa: E402
+from backbones.registry import create_backbone  # noqa: E402
+from harness.cli import main  # noqa: E402
+from harness.openvino_ir import (DeployError, check_binary_runtime, compile_ir,  # noqa: E402
+                                 convert, require_openvino, rewrite_binary_convs)
+from tests.test_pipeline import tiny_params  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _binary_ir(net: nn.Module, shape: tuple[int, ...]):
+    model = convert(net, shape)
+    rewrite = rewrite_binary_convs(model)
+    compiled = compile_ir(model)
+    kernels = check_binary_runtime(compiled, len(rewrite.binary_convs), "test")
+    return compiled, rewrite, kernels
+
+
+@pytest.mark.parametrize("binarizer", ["official", "mean_abs"])
+@pytest.mark.parametrize("kernel,stride,padding", [(3, 1, 1), (1, 2, 0), (5, 1, 2)])
+def test_single_binary_conv_is_exact(binarizer, kernel, stride, padding):
+    """One BinaryConv2d: xnor-popcount on packed bits times m equals the PyTorch conv,
+    including sign(0) = +1 (exact zeros in the input) and zero padding at the borders."""
+    torch.manual_seed(0)
+    conv = BinaryConv2d(16, 8, kernel, stride, padding, bias=False, binarizer=binarizer).eval()
+    x = torch.randn(1, 16, 9, 9)
+    x[0, :4, 2, 2] = 0.0
+    x[0, 4:6, 3, 3] = -0.0
+    compiled, rewrite, kernels = _binary_ir(conv, tuple(x.shape))
+    assert len(rewrite.binary_convs) == 1 and sum(kernels.values()) == 1
+    with torch.no_grad():
+        ref = conv(x).numpy()
+    got = compiled(x.numpy())[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_sign_of_zero_would_differ_with_a_symmetric_interval():
+    """The FakeQuantize interval matters: [-1, 1] maps 0 to -1, ours maps it to +1 (so the
+    test above can fail)."""
+    ov = require_openvino()
+    from openvino import opset1
+    p = opset1.parameter([1, 4], np.float32)
+    x = np.array([[0.0, -0.3, 0.3, 1e-8]], np.float32)
+    f32 = np.float32
+    sym = opset1.fake_quantize(p, f32(-1), f32(1), f32(-1), f32(1), 2)
+    ours = opset1.fake_quantize(p, f32(-2e-30), f32(0), f32(-1), f32(1), 2)
+    core = ov.Core()
+    assert core.compile_model(ov.Model([sym], [p]), "CPU")(x)[0][0, 0] == -1.0
+    np.testing.assert_array_equal(core.compile_model(ov.Model([ours], [p]), "CPU")(x)[0],
+                                  [[1.0, -1.0, 1.0, 1.0]])
+
+
+def test_nas_network_agrees_and_keeps_depthwise_fp32():
+    """A DCP-NAS-L cell network: every pointwise binary conv becomes a BinaryConvolution, the
+    depthwise ones are listed as kept in FP32, and top-1 agrees with PyTorch."""
+    torch.manual_seed(0)
+    net = create_backbone("dcpnas_l", C=8, layers=3, num_classes=10, stem="cifar")
+    with torch.no_grad():   # calibrate BN statistics so activations are O(1), as in training
+        net.train()
+        for _ in range(4):
+            net(torch.randn(32, 3, 32, 32))
+    net.eval()
+    x = torch.randn(64, 3, 32, 32)
+    model = convert(net, (64, 3, 32, 32))
+    rewrite = rewrite_binary_convs(model)
+    compiled = compile_ir(model)
+    check_binary_runtime(compiled, len(rewrite.binary_convs), "test")
+    capable = [m for m in net.modules() if isinstance(m, BinaryConv2d) and m.binary_input]
+    assert len(rewrite.binary_convs) == len(capable) > 0
+    assert not rewrite.kept_fp32      # depthwise convs have real input: never matched
+    with torch.no_grad():
+        ref = net(x).numpy()
+    got = compiled(x.numpy())[0]
+    assert (ref.argmax(1) == got.argmax(1)).mean() >= 0.99
+    assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
+
+
+def test_binary_input_group_conv_is_kept_fp32_and_reported():
+    conv = BinaryConv2d(8, 8, 3, padding=1, groups=8, bias=False).eval()
+    model = convert(conv, (1, 8, 6, 6))
+    rewrite = rewrite_binary_convs(model)
+    assert not rewrite.binary_convs
+    assert "grouped" in next(iter(rewrite.kept_fp32.values()))
+
+
+def test_unsupported_op_is_one_clear_error():
+    class Svd(nn.Module):
+        def forward(self, x):
+            return torch.linalg.svd(x.flatten(2))[1]
+    with pytest.raises(DeployError, match=r"cannot convert Svd: unsupported op\(s\) "
+                                          r"aten::linalg_svd"):
+        convert(Svd(), (1, 3, 4, 4))
+
+
+def test_missing_openvino_is_one_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(DeployError, match="openvino is not installed.*make install"):
+        require_openvino()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A retrained published cell (dcpnas_l) and a real-valued reference, on tiny settings."""
+    tmp = tmp_path_factory.mktemp("deploy")
+    params = tiny_params(tmp)
+    doc = __import__("yaml").safe_load(params.read_text())
+    doc["profiles"]["smoke"]["deploy"] = {"runs": 3, "warmup": 1, "throughput_batch": 8,
+                                          "test_images": 40}
+    params.write_text(__import__("yaml").safe_dump(doc))
+    assert main(["--params", str(params), "prepare"]) == 0
+    assert main(["--params", str(params), "train", "--method", "dcpnas_l"]) == 0
+    return tmp, params
+
+
+def test_deploy_stage_measures_three_engines(trained, capsys):
+    tmp, params = trained
+    assert main(["--params", str(params), "deploy", "--backbone", "dcpnas_l"]) == 0
+    out = tmp / "runs/deploy/dcpnas_l/seed0"
+    for f in ("binary.xml", "binary.bin", "fp32.xml", "fp32.bin", "metrics.json"):
+        assert (out / f).is_file(), f
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["stage"] == "deploy" and m["trained"] and m["binary_convs"] > 0
+    assert m["binary_convs"] == m["binary_capable_convs"]
+    assert sum(m["runtime_binary_kernels"].values()) == m["binary_convs"]
+    a = m["agreement"]
+    assert a["images"] == 40 and a["on"] == "test set"
+    assert a["binary_ir"]["top1_agreement"] >= 99.0
+    assert a["fp32_ir"]["max_logit_dev_rel"] < 1e-4    # same function, ordinary kernels
+    assert set(a["top1"]) == {"torch", "binary_ir", "fp32_ir"}
+    for engine in ("binary_ir", "fp32_ir", "torch"):
+        e = m["engines"][engine]
+        assert e["latency_1t"]["runs"] == 3 and e["latency_1t"]["median_ms"] > 0
+        assert e["latency_1t"]["p90_ms"] >= e["latency_1t"]["median_ms"]
+        assert e["throughput"]["batch"] == 8 and e["throughput"]["images_per_s"] > 0
+        assert e["peak_mem_mb"] >= 0 and e["weights_bytes"] > 0
+    # the binary IR stores 1 bit per binary weight: smaller than the FP32 IR
+    assert m["engines"]["binary_ir"]["weights_bytes"] < m["engines"]["fp32_ir"]["weights_bytes"]
+    kinds = {k["layer_type"] for k in m["engines"]["binary_ir"]["per_layer"]["by_type"]}
+    assert "BinaryConvolution" in kinds
+    assert m["predicted_speedup"] == pytest.approx(m["fp_ops_m"] / m["ops_m"])
+    assert m["measured_speedup_1t"] == pytest.approx(
+        m["engines"]["fp32_ir"]["latency_1t"]["median_ms"]
+        / m["engines"]["binary_ir"]["latency_1t"]["median_ms"])
+    # the report reads it into the deployment table and the latency-vs-OPs plot
+    assert main(["--params", str(params), "report"]) == 0
+    table = (tmp / "results/report/deployment.md").read_text()
+    assert "dcpnas_l" in table and "BinaryConvolution" in table
+    assert (tmp / "results/report/plots/deploy_latency_vs_ops.png").is_file()
+
+
+def test_deploy_without_checkpoint_is_one_clear_error(trained, capsys):
+    _, params = trained
+    assert main(["--params", str(params), "deploy", "--backbone", "bireal_resnet18"]) == 2
+    err = capsys.readouterr().err
+    assert "no retrained checkpoint at" in err and "harness train --method bireal_resnet18" in err
+
+
+def test_deploy_of_a_network_without_binary_conv_is_one_clear_error(trained, capsys):
+    tmp, params = trained
+    ckpt = torch.load(tmp / "runs/train/dcpnas_l/seed0/model.pt", weights_only=True)
+    record = ckpt["arch"]
+    record["kwargs"]["binary"] = False
+    real = create_backbone("nas", **{**record["kwargs"], "genotype": "dcpnas_l"})
+    from backbones.atomic import atomic_torch_save
+    out = tmp / "runs/train/real_net/seed0"
+    out.mkdir(parents=True)
+    atomic_torch_save({"model": real.state_dict(), "arch": record}, out / "model.pt")
+    assert main(["--params", str(params), "deploy", "--backbone", "real_net"]) == 2
+    assert "has no conv with binary weights and binary activations" in capsys.readouterr().err
