@@ -1,7 +1,13 @@
 #!/usr/bin/env python
-"""Time one search step of every search method on the same supernet size and batch.
+"""Time one search step of every search method on the same supernet size and batch, and a
+retraining step of the final 1-bit network.
 
     python benchmarks/bench_search_step.py --C 8 --layers 5 --batch 8 --size 32 --repeats 5
+    python benchmarks/bench_search_step.py --compile     # also eager vs torch.compile
+    python benchmarks/bench_search_step.py --device cuda # images/s and peak GPU memory
+
+Rows are methods or variants, ``method:key=value,...`` (e.g. ``dcpnas:parent_every=2``);
+``retrain`` is a retraining step (DARTS_V2 cells, batch --retrain-batch).
 
 Each method runs in its own subprocess (so that its peak memory is its own): build the method,
 ``begin_epoch(0, planned_epochs)``, ``--warmup`` untimed steps, then ``--repeats`` timed steps on
@@ -36,11 +42,42 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-METHODS = ("direct_bnas", "darts", "darts_2nd", "pcdarts", "cpnas", "dcpnas")
+#: a method, or ``method:key=value,key=value`` (a variant with changed settings)
+METHODS = ("retrain", "direct_bnas", "darts", "darts_2nd", "pcdarts", "cpnas", "dcpnas",
+           "dcpnas:parent_every=2", "dcpnas:parent_every=4",
+           "dcpnas:second_order=ggn", "dcpnas:second_order=ggn_exact",
+           "dcpnas:second_order=ggn,child_arch_batch=train,parent_every=4")
+#: rows also timed compiled by --compile (compiling a supernet takes minutes on 2 CPU cores)
+COMPILE_METHODS = ("retrain", "darts", "direct_bnas", "dcpnas", "dcpnas:second_order=ggn")
 LABELS = {"direct_bnas": "Direct BNAS", "darts": "DARTS (1st order)",
           "darts_2nd": "DARTS (2nd order)", "pcdarts": "PC-DARTS (1-bit)", "cpnas": "CP-NAS",
-          "dcpnas": "DCP-NAS"}
+          "dcpnas": "DCP-NAS", "retrain": "retraining step (1-bit DARTS_V2 cells)"}
 TARGETS = (("darts", 1.5), ("darts_2nd", 0.5))  # DCP-NAS / X <= target
+#: Table 4.3 (REFERENCE.md): search cost with the exact second order vs the GGN approximation
+PAPER_EXACT_GGN = (27.9, 2.9)
+
+
+def parse_variant(spec: str) -> tuple[str, dict]:
+    """'dcpnas:parent_every=2,second_order=ggn' -> ('dcpnas', {'parent_every': 2, ...})."""
+    name, _, rest = spec.partition(":")
+    overrides: dict = {}
+    for item in filter(None, rest.split(",")):
+        key, _, raw = item.partition("=")
+        value: object = raw
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+        overrides[key.strip()] = value
+    return name, overrides
+
+
+def label(spec: str) -> str:
+    name, overrides = parse_variant(spec)
+    extra = ", ".join(f"{k}={v}" for k, v in overrides.items())
+    return LABELS.get(name, name) + (f" [{extra}]" if extra else "")
 
 
 def _rss_mib() -> float:
@@ -54,8 +91,10 @@ def run_worker(args: argparse.Namespace) -> dict:
     from backbones.search.base import SearchContext, get_search_method, list_search_methods
 
     torch.set_num_threads(args.threads)
-    name = args.worker
-    out: dict = {"method": name}
+    name, overrides = parse_variant(args.worker)
+    out: dict = {"method": args.worker}
+    if name == "retrain":
+        return run_retrain_worker(args, out)
     if name not in list_search_methods():
         out["missing"] = True
         return out
@@ -67,13 +106,20 @@ def run_worker(args: argparse.Namespace) -> dict:
     cls = get_search_method(name)
     fields = {f.name for f in dataclasses.fields(cls.Config)} if dataclasses.is_dataclass(
         cls.Config) else set()
-    wanted = {"C": args.C, "layers": args.layers, "arch_warmup_epochs": 0}
+    wanted = {"C": args.C, "layers": args.layers, "arch_warmup_epochs": 0, **overrides}
+    unknown = set(overrides) - fields
+    if unknown:
+        out["error"] = f"{name} has no setting(s) {', '.join(sorted(unknown))}"
+        return out
     cfg = cls.Config(**{k: v for k, v in wanted.items() if k in fields})
     torch.manual_seed(0)
     ctx = SearchContext(num_classes=10, device=device, seed=0)
     method = cls(cfg, ctx)
     for module in method.modules():
         module.to(device)
+    if args.compile:
+        from harness.accel import compile_modules
+        out["compiled_modules"] = compile_modules(method.compilable_modules(), True)
     method.begin_epoch(0, max(int(method.planned_epochs()), 1))
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, args.size, args.size, generator=g).to(device)
@@ -85,7 +131,11 @@ def run_worker(args: argparse.Namespace) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    for _ in range(args.warmup):
+    t0 = time.perf_counter()
+    method.step((x, y), (xv, yv))              # the first step compiles (with --compile)
+    sync()
+    out["first_step_ms"] = 1000.0 * (time.perf_counter() - t0)
+    for _ in range(args.warmup - 1):
         method.step((x, y), (xv, yv))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -97,7 +147,14 @@ def run_worker(args: argparse.Namespace) -> dict:
         sync()
         times.append(1000.0 * (time.perf_counter() - t0))
     out.update(ms_median=statistics.median(times), ms_min=min(times), repeats=len(times),
-               params=sum(p.numel() for m in method.modules() for p in m.parameters()))
+               params=sum(p.numel() for m in method.modules() for p in m.parameters()),
+               images_per_step=2 * args.batch)   # a training and a validation batch
+    _memory(out, device, baseline)
+    return out
+
+
+def _memory(out: dict, device, baseline: float) -> None:
+    import torch
     if device.type == "cuda":
         out["peak_mib"] = torch.cuda.max_memory_allocated(device) / 2 ** 20
         out["memory_kind"] = "cuda max_memory_allocated"
@@ -105,40 +162,97 @@ def run_worker(args: argparse.Namespace) -> dict:
         out["peak_mib"] = _rss_mib()
         out["baseline_mib"] = baseline
         out["memory_kind"] = "peak RSS"
+
+
+def run_retrain_worker(args: argparse.Namespace, out: dict) -> dict:
+    """A retraining step of the final 1-bit network (``retrain:genotype=NAME``, default
+    darts_v2; C and layers as given, batch ``args.retrain_batch``): AdamW on cross-entropy,
+    bf16 autocast and channels_last on CUDA, as `harness train` does."""
+    import torch
+    import torch.nn.functional as F
+
+    from backbones.registry import create_backbone
+    from harness.accel import autocast, prepare_module, setup_device, to_device
+
+    _, overrides = parse_variant(args.worker)
+    device = torch.device(args.device)
+    baseline = _rss_mib()
+    setup_device(device)
+    torch.manual_seed(0)
+    net = create_backbone("nas", genotype=str(overrides.get("genotype", "darts_v2")), C=args.C,
+                          layers=args.layers, num_classes=10, stem="cifar")
+    net = prepare_module(net, device, True)
+    model = torch.compile(net) if args.compile else net
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    x = to_device(torch.randn(args.retrain_batch, 3, args.size, args.size, generator=g),
+                  device, True)
+    y = torch.randint(0, 10, (args.retrain_batch,), generator=g).to(device)
+
+    def step() -> None:
+        with autocast(device, True):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    t0 = time.perf_counter()
+    step()
+    out["first_step_ms"] = 1000.0 * (time.perf_counter() - t0)
+    for _ in range(args.warmup - 1):
+        step()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(1000.0 * (time.perf_counter() - t0))
+    out.update(ms_median=statistics.median(times), ms_min=min(times), repeats=len(times),
+               params=sum(p.numel() for p in net.parameters()),
+               images_per_step=args.retrain_batch)
+    _memory(out, device, baseline)
     return out
 
 
-def spawn(name: str, args: argparse.Namespace) -> dict:
+def spawn(name: str, args: argparse.Namespace, compiled: bool = False) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", name,
            "--C", str(args.C), "--layers", str(args.layers), "--batch", str(args.batch),
            "--size", str(args.size), "--repeats", str(args.repeats),
            "--warmup", str(args.warmup), "--threads", str(args.threads),
-           "--device", args.device]
+           "--device", args.device, "--retrain-batch", str(args.retrain_batch)]
+    if compiled:
+        cmd.append("--compile")
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        return {"method": name, "error": f"exit {proc.returncode}: {tail}"}
-    return json.loads(lines[-1])
+        return {"method": name, "error": f"exit {proc.returncode}: {tail}",
+                "compiled": compiled}
+    return {**json.loads(lines[-1]), "compiled": compiled}
 
 
 def print_table(rows: list[dict], args: argparse.Namespace) -> None:
-    header = ["method", "ms/step (median)", "ms/step (min)", "peak MiB", "params"]
+    header = ["method", "ms/step (median)", "ms/step (min)", "images/s", "first step s",
+              "peak MiB", "params"]
     body = []
     for r in rows:
-        label = LABELS.get(r["method"], r["method"])
+        name = label(r["method"]) + (" (compiled)" if r.get("compiled") else "")
         if r.get("missing") or "error" in r:
             note = "skipped" if r.get("missing") else r["error"]
-            body.append([label, note, "", "", ""])
+            body.append([name, note, "", "", "", "", ""])
             continue
         mem = f"{r['peak_mib']:.0f}"
         if "baseline_mib" in r:
             mem += f" (+{r['peak_mib'] - r['baseline_mib']:.0f})"
-        body.append([label, f"{r['ms_median']:.1f}", f"{r['ms_min']:.1f}", mem,
-                     f"{r['params']:,}"])
-    title = (f"one search step: C={args.C} layers={args.layers} batch={args.batch} "
-             f"{args.size}x{args.size} device={args.device} threads={args.threads} "
-             f"repeats={args.repeats}")
+        body.append([name, f"{r['ms_median']:.1f}", f"{r['ms_min']:.1f}",
+                     f"{1000.0 * r['images_per_step'] / r['ms_median']:.1f}",
+                     f"{r['first_step_ms'] / 1000.0:.1f}", mem, f"{r['params']:,}"])
+    title = (f"one step: C={args.C} layers={args.layers} batch={args.batch} (retrain "
+             f"{args.retrain_batch}) {args.size}x{args.size} device={args.device} "
+             f"threads={args.threads} repeats={args.repeats}")
     try:
         from rich.console import Console
         from rich.table import Table
@@ -153,8 +267,9 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         table = Table(title=title)
         for h in header:
             table.add_column(h, justify="left" if h == "method" else "right")
-        for row in body:
-            table.add_row(*row)
+        from rich.markup import escape
+        for row in body:   # "DCP-NAS [parent_every=2]" is not markup
+            table.add_row(*(escape(str(c)) for c in row))
         Console().print(table)
     mem_kind = next((r["memory_kind"] for r in rows if "memory_kind" in r), "")
     if mem_kind == "peak RSS":
@@ -162,17 +277,43 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
 
 
 def print_ratios(rows: list[dict]) -> None:
-    by = {r["method"]: r for r in rows if "ms_median" in r}
-    if "dcpnas" not in by:
+    """Every DCP-NAS variant against the two DARTS steps (targets), the 1-bit ops' share
+    (direct BNAS / DARTS 1st), the GGN claim (exact / GGN per step vs Table 4.3), and what
+    torch.compile buys (eager / compiled, and the compilation time)."""
+    for r in rows:
+        if not r.get("compiled") or "ms_median" not in r:
+            continue
+        eager = next((e for e in rows if e["method"] == r["method"] and not e.get("compiled")
+                      and "ms_median" in e), None)
+        if eager:
+            print(f"torch.compile, {label(r['method'])}: eager / compiled = "
+                  f"{eager['ms_median'] / r['ms_median']:.2f}x; compilation ~"
+                  f"{(r['first_step_ms'] - eager['first_step_ms']) / 1000.0:.0f} s "
+                  f"(first step {r['first_step_ms'] / 1000.0:.0f} s vs "
+                  f"{eager['first_step_ms'] / 1000.0:.1f} s eager)")
+    by = {r["method"]: r for r in rows if "ms_median" in r and not r.get("compiled")}
+    dcp = [m for m in by if parse_variant(m)[0] == "dcpnas"]
+    if not dcp:
         print("ratios: DCP-NAS not available, no ratios")
         return
     for ref, target in TARGETS:
         if ref not in by:
             print(f"DCP-NAS / {LABELS[ref]}: {ref} not available")
             continue
-        ratio = by["dcpnas"]["ms_median"] / by[ref]["ms_median"]
-        verdict = "meets" if ratio <= target else "misses"
-        print(f"DCP-NAS / {LABELS[ref]}: {ratio:.2f}x  (target <= {target}x: {verdict})")
+        for m in dcp:
+            ratio = by[m]["ms_median"] / by[ref]["ms_median"]
+            verdict = "meets" if ratio <= target else "misses"
+            print(f"{label(m)} / {LABELS[ref]}: {ratio:.2f}x  (target <= {target}x: {verdict})")
+    if "direct_bnas" in by and "darts" in by:
+        print(f"1-bit supernet step / real one (Direct BNAS / DARTS 1st): "
+              f"{by['direct_bnas']['ms_median'] / by['darts']['ms_median']:.2f}x")
+    exact = by.get("dcpnas")
+    ggn = by.get("dcpnas:second_order=ggn")
+    if exact and ggn:
+        paper = PAPER_EXACT_GGN[0] / PAPER_EXACT_GGN[1]
+        print(f"GGN claim: DCP-NAS step exact / GGN = {exact['ms_median'] / ggn['ms_median']:.2f}x "
+              f"(paper, Table 4.3: search cost {PAPER_EXACT_GGN[0]} / {PAPER_EXACT_GGN[1]} = "
+              f"{paper:.1f}x)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,7 +323,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=32, help="input height = width")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps (>= 1; the first "
+                   "is reported separately: it includes torch.compile's compilation)")
+    p.add_argument("--retrain-batch", type=int, default=32, help="batch of the retrain rows")
+    p.add_argument("--compile", action="store_true",
+                   help="also time --compile-methods with torch.compile (search.compile / "
+                        "train.compile): eager / compiled ratio and compilation time")
+    p.add_argument("--compile-methods", nargs="+", default=list(COMPILE_METHODS),
+                   metavar="NAME")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--methods", nargs="+", default=list(METHODS), metavar="NAME")
@@ -198,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         if row.get("missing"):
             print(f"{name}: not registered (its module is missing?), skipped", file=sys.stderr)
         rows.append(row)
+        if args.compile and name in args.compile_methods and not row.get("missing"):
+            rows.append(spawn(name, args, compiled=True))
     print_table(rows, args)
     print_ratios(rows)
     if args.json:

@@ -156,6 +156,7 @@ class SearchSection(CommonSearchConfig):
     max_steps_per_epoch: int | None = None
     per_method: dict[str, dict[str, Any]] = field(default_factory=dict)
     binarizer: str = "official"      # weight binarizer of the 1-bit supernet: official | mean_abs
+    compile: bool = False            # torch.compile the method's compilable networks (accel.py)
     # keys set in params.yaml (filled by load_params): only those override a method's defaults
     explicit: list[str] = field(default_factory=list, repr=False)
 
@@ -201,6 +202,9 @@ class TrainSection:
     max_steps_per_epoch: int | None = None
     size: str | None = None          # "S" / "L": which DCP-NAS model size a run stands for
     reference_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {width: 16}
+    compile: bool = False            # torch.compile the network (harness/accel.py)
+    amp: bool = True                 # CUDA only: bf16 autocast of forward passes (accel.py)
+    channels_last: bool = True       # CUDA only
     kd: KDSection = field(default_factory=KDSection)
     cp_loss: CPLossSection = field(default_factory=CPLossSection)
 

@@ -483,3 +483,42 @@ def test_ggn_exact_is_a_second_order_option():
     for tb, vb in batches(2):
         out = m.step(tb, vb)
         assert all(v == v for v in out.values()) and out["dist"] > 0
+
+
+def test_parent_every_skips_parent_updates_and_reuses_its_tangent():
+    """parent_every=2: on odd steps the Parent's weights and its Adam state do not move, psi~
+    is not updated, and the Child's D term uses the tangent of the Parent's last update."""
+    data = batches(3)
+    m = make(seed=0, parent_every=2)
+    m.step(*data[0])                                        # step 0: Parent updates
+    tangent0 = [t.clone() for t in m.last_tangent]
+    weights = [p.detach().clone() for p in m.parent.weight_parameters()]
+    psi = m.psi.clone()
+    adam_steps = m.p_aopt.state[m.parent.arch_parameters()[0]]["step"].clone()
+    out = m.step(*data[1])                                  # step 1: forward only
+    assert out["dist"] > 0                                  # D still computed, old tangent
+    assert all(torch.equal(a, b) for a, b in zip(m.last_tangent, tangent0))
+    assert all(torch.equal(w, p) for w, p in zip(weights, m.parent.weight_parameters()))
+    assert torch.equal(m.psi, psi)
+    assert torch.equal(m.p_aopt.state[m.parent.arch_parameters()[0]]["step"], adam_steps)
+    m.step(*data[2])                                        # step 2: Parent updates again
+    assert any(not torch.equal(w, p) for w, p in zip(weights, m.parent.weight_parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(m.last_tangent, tangent0))
+
+
+def test_parent_every_one_is_the_default_step_and_resumes_exactly():
+    """parent_every=1 is the unchanged step; with k=2 a resumed run (its last tangent in the
+    checkpoint) takes the same next step as an uninterrupted one."""
+    data = batches(3)
+    a, b = make(seed=3), make(seed=3, parent_every=1)
+    assert a.step(*data[0]) == b.step(*data[0])
+    c = make(seed=4, parent_every=2)
+    c.step(*data[0])
+    buf = io.BytesIO()
+    torch.save(c.state_dict(), buf)
+    buf.seek(0)
+    d = make(seed=4, init_seed=5, parent_every=2)
+    d.load_state_dict(torch.load(buf, weights_only=True))
+    assert c.step(*data[1]) == d.step(*data[1])
+    with pytest.raises(ValueError, match="parent_every=0"):
+        DCPNASConfig(parent_every=0)

@@ -134,6 +134,11 @@ class SearchMethod(ABC):
         """The networks of the method (moved to the device, counted for memory)."""
         return []
 
+    def compilable_modules(self) -> list[nn.Module]:
+        """The networks ``search.compile`` may torch.compile: all of them unless a method says
+        otherwise (double backward, or a graph that changes every step, cannot be compiled)."""
+        return self.modules()
+
 
 class UnknownMethodError(KeyError):
     def __str__(self) -> str:

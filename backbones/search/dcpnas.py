@@ -7,7 +7,9 @@ One ``step`` on a (train, val) batch pair:
    cross-entropy; the gradient of that step, negated, is the tangent direction d f~/d alpha
    (Eq. 4.29) -- no extra pass. With decoupling on, this gradient (taken at the backtracked
    alpha~ of the previous step) also updates psi~ (Eq. 4.51). Then the Parent's weights take
-   an SGD step on the training cross-entropy.
+   an SGD step on the training cross-entropy. With ``parent_every = k > 1`` this runs every
+   k-th step only; in between the Parent runs forward without gradients (the Child needs its
+   logits) and the tangent of its last update is reused.
 2. The 1-bit Child inherits the architecture: alpha_hat <- alpha.
 3. Child architecture step (validation batch): minimise -G + mu D(alpha_hat) (Eq. 4.32) with
    G = -KL(p^P || p^C), D = distance(dG/dalpha_hat, tangent) (Eq. 4.31). Its gradient
@@ -122,6 +124,12 @@ class DCPNASConfig(CommonSearchConfig):
     psi_init: float = 1.0
     #: batch of the Child's architecture step: val (bi-level, as DARTS) | train (single pass)
     child_arch_batch: str = "val"
+    #: the Parent's architecture and weight steps run every k-th step (1 = every step). §4.4's
+    #: premise is that the real-valued Parent converges faster than the 1-bit Child, so it can
+    #: be updated less often: on the other steps it only runs forward (no gradients) to give
+    #: the Child its logits, the tangent of its last update is reused, and psi~ is not updated
+    #: (Eq. 4.51 needs the Parent's gradient at the backtracked alpha~)
+    parent_every: int = 1
 
     def __post_init__(self) -> None:
         choices = {"distance": tp.DISTANCES, "second_order": tp.SECOND_ORDER,
@@ -135,6 +143,8 @@ class DCPNASConfig(CommonSearchConfig):
             raise ValueError(f"dcpnas: tau={self.tau} must lie in [0, 1] (a rank fraction)")
         if self.ggn_samples < 1:
             raise ValueError(f"dcpnas: ggn_samples={self.ggn_samples} must be >= 1")
+        if self.parent_every < 1:
+            raise ValueError(f"dcpnas: parent_every={self.parent_every} must be >= 1")
         for key in ("lambda_r", "mu", "eta2", "eta_psi", "psi_init"):
             if getattr(self, key) < 0:
                 raise ValueError(f"dcpnas: {key}={getattr(self, key)} must be >= 0")
@@ -187,6 +197,7 @@ class DCPNAS(SearchMethod):
         self.bt_alpha = torch.zeros(shape, device=dev)                      # its alpha^t
         self.has_bt = False
         self.steps = 0
+        self.last_tangent: list[Tensor] | None = None   # of the Parent's last update
         self._norm_index = tp.OpNormIndex(self.child)
 
     # -- small helpers ----------------------------------------------------------------------
@@ -229,38 +240,18 @@ class DCPNAS(SearchMethod):
         p_weights, c_weights = list(parent.weight_parameters()), list(child.weight_parameters())
         alpha_t = self._alpha(parent)                        # alpha^t (alpha~^t after step t-1)
         zero = torch.zeros((), device=dev)
-        tangent = None
 
-        # 1a. Parent architecture step on the validation batch (first-order DARTS) ----------
-        self.p_aopt.zero_grad(set_to_none=True)
-        logits_pv = parent(xv)
-        arch_loss = F.cross_entropy(logits_pv, yv)
-        for a, g in zip(p_arch, tp.grad_or_zeros(arch_loss, p_arch)):
-            a.grad = g
-        average_gradients(p_arch)
-        if cfg.decouple and self.has_bt:                     # Eq. 4.51 with dL/dalpha~^t
-            grad_psi = tp.psi_gradient(torch.stack([a.grad for a in p_arch[:2]]),
-                                       self.bt_alpha, self.bt_mask, self.eta)
-            self.psi = tp.psi_update(self.psi, grad_psi, cfg.eta_psi)
-        if cfg.tangent and cfg.child_arch_batch == "val":    # Eq. 4.29 (see tangent_direction)
-            tangent = [-a.grad.detach().clone() for a in p_arch]
-        self.p_aopt.step()
-
-        # 1b. Parent weight step on the training batch --------------------------------------
-        self.p_wopt.zero_grad(set_to_none=True)
-        take_tangent = cfg.tangent and cfg.child_arch_batch == "train"
-        for a in p_arch:
-            a.grad = None
-        with contextlib.nullcontext() if take_tangent else _no_grad_for(p_arch):
-            logits_pt = parent(xt)
+        # 1. the Parent's steps (every parent_every-th step) ---------------------------------
+        if self.steps % cfg.parent_every == 0:
+            arch_loss, parent_loss, logits_pv, logits_pt, tangent = self._parent_step(
+                xt, yt, xv, yv, p_arch, p_weights)
+            self.last_tangent = tangent
+        else:                                                # parent_every > 1: forward only
+            with torch.no_grad():
+                logits_pv, logits_pt = parent(xv), parent(xt)
+            arch_loss = F.cross_entropy(logits_pv, yv)
             parent_loss = F.cross_entropy(logits_pt, yt)
-            weight_step(parent, p_weights, self.p_wopt, parent_loss, cfg.grad_clip)
-        if take_tangent:                                     # same batch as the Child's pass
-            tangent = [-g for g in _mean_over_ranks(
-                [torch.zeros_like(a) if a.grad is None else a.grad for a in p_arch])]
-            for a in p_arch:
-                a.grad = None
-        logits_pv, logits_pt = logits_pv.detach(), logits_pt.detach()
+            tangent = self.last_tangent
 
         # 2. the Child inherits the architecture ---------------------------------------------
         child.copy_arch_from(parent)
@@ -298,6 +289,47 @@ class DCPNAS(SearchMethod):
                 "psi_mean": self.psi.mean(), "backtracked": n_bt}
         values = torch.stack([v.detach().float().reshape(()) for v in logs.values()]).tolist()
         return dict(zip(logs, values))                       # one host sync per step
+
+    def _parent_step(self, xt: Tensor, yt: Tensor, xv: Tensor, yv: Tensor,
+                     p_arch: list[nn.Parameter], p_weights: list[nn.Parameter]
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor] | None]:
+        """Step 1: the Parent's architecture step (validation batch; it also gives the tangent
+        and psi~'s gradient) and weight step (training batch). Returns the two losses, the two
+        batches' logits (detached) and the tangent."""
+        cfg, parent = self.cfg, self.parent
+        tangent = None
+        # 1a. Parent architecture step on the validation batch (first-order DARTS) ----------
+        self.p_aopt.zero_grad(set_to_none=True)
+        logits_pv = parent(xv)
+        arch_loss = F.cross_entropy(logits_pv, yv)
+        for a, g in zip(p_arch, tp.grad_or_zeros(arch_loss, p_arch)):
+            a.grad = g
+        average_gradients(p_arch)
+        if cfg.decouple and self.has_bt:                     # Eq. 4.51 with dL/dalpha~^t
+            grad_psi = tp.psi_gradient(torch.stack([a.grad for a in p_arch[:2]]),
+                                       self.bt_alpha, self.bt_mask, self.eta)
+            self.psi = tp.psi_update(self.psi, grad_psi, cfg.eta_psi)
+        if cfg.tangent and cfg.child_arch_batch == "val":    # Eq. 4.29 (see tangent_direction)
+            tangent = [-a.grad.detach().clone() for a in p_arch]
+        self.p_aopt.step()
+
+        # 1b. Parent weight step on the training batch --------------------------------------
+        self.p_wopt.zero_grad(set_to_none=True)
+        take_tangent = cfg.tangent and cfg.child_arch_batch == "train"
+        for a in p_arch:
+            a.grad = None
+        with contextlib.nullcontext() if take_tangent else _no_grad_for(p_arch):
+            logits_pt = parent(xt)
+            parent_loss = F.cross_entropy(logits_pt, yt)
+            weight_step(parent, p_weights, self.p_wopt, parent_loss, cfg.grad_clip)
+        if take_tangent:                                     # same batch as the Child's pass
+            tangent = [-g for g in _mean_over_ranks(
+                [torch.zeros_like(a) if a.grad is None else a.grad for a in p_arch])]
+            for a in p_arch:
+                a.grad = None
+        logits_pv, logits_pt = logits_pv.detach(), logits_pt.detach()
+
+        return arch_loss.detach(), parent_loss.detach(), logits_pv, logits_pt, tangent
 
     def _second_order_term(self, logits: Tensor, g_kl: list[Tensor],
                            tangent: list[Tensor]) -> tuple[list[Tensor], Tensor]:
@@ -407,7 +439,9 @@ class DCPNAS(SearchMethod):
                 "c_wopt": self.c_wopt.state_dict(), "c_aopt": self.c_aopt.state_dict(),
                 "psi": self.psi.detach().cpu(), "bt_mask": self.bt_mask.detach().cpu(),
                 "bt_alpha": self.bt_alpha.detach().cpu(), "has_bt": bool(self.has_bt),
-                "steps": int(self.steps)}
+                "steps": int(self.steps),
+                "last_tangent": (None if self.last_tangent is None else
+                                 [t.detach().cpu() for t in self.last_tangent])}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.parent.load_state_dict(state["parent"])
@@ -422,6 +456,14 @@ class DCPNAS(SearchMethod):
         self.bt_alpha = state["bt_alpha"].to(dev).clone()
         self.has_bt = bool(state["has_bt"])
         self.steps = int(state["steps"])
+        tangent = state.get("last_tangent")       # absent in checkpoints before parent_every
+        self.last_tangent = None if tangent is None else [t.to(dev).clone() for t in tangent]
 
     def modules(self) -> list[nn.Module]:
         return [self.parent, self.child]
+
+    def compilable_modules(self) -> list[nn.Module]:
+        """The Parent always; the Child only with ``second_order="ggn"``: ``exact`` and
+        ``ggn_exact`` differentiate through the Child twice (double backward), which compiled
+        graphs do not support."""
+        return [self.parent, self.child] if self.cfg.second_order == "ggn" else [self.parent]

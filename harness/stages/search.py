@@ -17,6 +17,7 @@ from backbones.atomic import atomic_write_text
 from backbones.binary import weight_binarizer
 from backbones.search.base import SearchContext, SearchMethod, get_search_method
 from harness import dist_utils
+from harness.accel import compile_modules, setup_device
 from harness.config import Params, method_config
 from harness.costs import device_info, peak_memory_mb, reset_peak_memory, run_cost
 from harness.data import build_search_loaders, infer_num_classes
@@ -130,6 +131,8 @@ def run_search(params: Params, method: str, seed: int, *,
     seed_everything(seed)  # the method's initialisation does not depend on data loading
     with weight_binarizer(search.binarizer):   # the 1-bit supernet's binary convs
         searcher = method_cls(cfg, ctx)
+    setup_device(device)
+    compiled = compile_modules(searcher.compilable_modules(), search.compile)
     epochs = searcher.planned_epochs()
     if method_cls.uses_data:
         task = SearchTask(searcher, train_loader, val_loader, device, seed,
@@ -152,6 +155,7 @@ def run_search(params: Params, method: str, seed: int, *,
         "peak_memory_kind": peak_kind, "epochs": epochs, "genotype": "genotype.json",
         "alphas": searcher.alphas(), "resumed_from_epoch": resumed,
         "config": dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else {},
+        "compiled_modules": compiled,
         "final": history[-1] if history else {}, "history": history,
     })
     debug_dump("search", {

@@ -25,6 +25,7 @@ from backbones.genotypes import PUBLISHED, Genotype
 from backbones.registry import create_backbone
 from backbones.evaluation import evaluate
 from harness import dist_utils
+from harness.accel import autocast, prepare_module, setup_device, to_device
 from harness.config import ConfigError, KDSection, Params, TrainSection
 from harness.costs import device_info, model_cost, run_cost
 from harness.data import build_train_loaders
@@ -100,7 +101,8 @@ class TrainTask:
         for i, (x, y) in enumerate(self.train_loader):
             if i >= self.steps_in_epoch():
                 return
-            yield x.to(self.device), y.to(self.device)
+            yield (to_device(x, self.device, self.cfg.channels_last),
+                   y.to(self.device, non_blocking=True))
 
     def step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
         x, y = batch
@@ -108,13 +110,14 @@ class TrainTask:
         if self.cp_parent is not None:
             logs["parent_loss"] = self.cp_parent.step(x, y, self.cfg)
         self._features.clear()
-        logits = self.model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
-        if self.teacher is not None:
-            with torch.no_grad():
-                t_logits = self.teacher(x)
-            w = self.cfg.kd.weight
-            loss = (1 - w) * loss + w * kd_loss(logits, t_logits, self.cfg.kd.temperature)
+        with autocast(self.device, self.cfg.amp):
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
+            if self.teacher is not None:
+                with torch.no_grad():
+                    t_logits = self.teacher(x)
+                w = self.cfg.kd.weight
+                loss = (1 - w) * loss + w * kd_loss(logits, t_logits, self.cfg.kd.temperature)
         if self.cp_parent is not None:
             from backbones.search.cpnas import intra_class_compactness
             cp = self.cfg.cp_loss
@@ -152,7 +155,14 @@ class TrainTask:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
+    """The network inside torch.compile's and DDP's wrappers."""
+    while True:
+        if isinstance(model, DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):          # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
 
 
 def make_optimizer(model: nn.Module, cfg: TrainSection, lr: float,
@@ -282,6 +292,7 @@ def run_train(params: Params, name: str, seed: int, *,
         ensure_writable(out)
     device = dist_utils.device()
     seed_everything(seed)
+    setup_device(device)
     dcfg = data_config(params, cfg.batch_size)
     train_loader, test_loader, num_classes = build_train_loaders(dcfg, seed=seed,
                                                                  distributed=distributed)
@@ -289,7 +300,7 @@ def run_train(params: Params, name: str, seed: int, *,
     lr = cfg.lr * cfg.batch_size * world / cfg.lr_scale_batch
 
     def wrap(m: nn.Module) -> nn.Module:
-        m = m.to(device)
+        m = prepare_module(m, device, cfg.channels_last)
         return DistributedDataParallel(m) if distributed else m
 
     # optional real-valued teacher for KD: loaded, or trained here first with the same loop
@@ -331,6 +342,8 @@ def run_train(params: Params, name: str, seed: int, *,
     for tag, binary_weights, wd in steps:
         set_weight_binarization(net, binary_weights)
         model = wrap(net)
+        if cfg.compile:   # the training and test passes; `net` itself stays eager (costs)
+            model = torch.compile(model)
         task = TrainTask(model, train_loader, test_loader, make_optimizer(model, cfg, lr, wd),
                          cfg, lr, cfg.epochs, device, seed, teacher, cp_parent)
         res = run_loop(task, epochs=cfg.epochs, checkpoint=out / f"checkpoint_{tag}.pt",

@@ -1,0 +1,69 @@
+"""Speed settings of the training and search loops: torch.compile, and on CUDA bf16 autocast,
+channels_last and cuDNN autotuning. All of them leave a CPU run's numbers unchanged except
+``compile`` (inductor reorders float operations: results agree within float tolerance).
+
+What autocast does *not* lower to bf16 (torch's autocast op lists, relied on here):
+- the sign of the activations and of the weights (``backbones.binary``: element-wise ops run
+  in their input's dtype; a sign is exact in any dtype) and the weight scales (computed from
+  the fp32 latent weights, which autocast never casts);
+- BatchNorm statistics and affine parameters (fp32 in cuDNN's bf16 batch norm);
+- cross-entropy, log-softmax / softmax and the KD / KL losses (autocast's fp32 list).
+Convolutions and linear layers run in bf16. Search is not autocast: DARTS-2nd's
+finite-difference Hessian and DCP-NAS's second-order products are differences of small
+gradients that bf16's 8-bit mantissa would drown.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+
+import torch
+from torch import nn
+
+
+def setup_device(device: torch.device) -> None:
+    """cuDNN autotuning on CUDA (fixed input sizes: the fastest kernels are picked once)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def channels_last(device: torch.device, enabled: bool) -> bool:
+    """Whether tensors go channels_last: on CUDA only (CPU kernels here gain nothing)."""
+    return enabled and device.type == "cuda"
+
+
+def prepare_module(module: nn.Module, device: torch.device, use_channels_last: bool) -> nn.Module:
+    module = module.to(device)
+    if channels_last(device, use_channels_last):
+        module = module.to(memory_format=torch.channels_last)
+    return module
+
+
+def to_device(x: torch.Tensor, device: torch.device, use_channels_last: bool) -> torch.Tensor:
+    """Non-blocking copy (pinned loader memory makes it asynchronous on CUDA)."""
+    x = x.to(device, non_blocking=True)
+    if x.dim() == 4 and channels_last(device, use_channels_last):
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, enabled: bool) -> Iterator[None]:
+    """bf16 autocast of a forward pass on CUDA; a no-op elsewhere or when disabled."""
+    if enabled and device.type == "cuda":
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def compile_modules(modules: Iterable[nn.Module], enabled: bool) -> int:
+    """torch.compile each module in place (``nn.Module.compile``: state_dict keys and
+    attributes are unchanged, so checkpoints stay compatible); the compilation itself happens
+    at the first call. Returns how many modules were compiled."""
+    n = 0
+    if enabled:
+        for module in modules:
+            module.compile()
+            n += 1
+    return n
