@@ -220,8 +220,8 @@ def _ablation_fields(abl: dict | None) -> dict:
                    f"L_R {'on' if abl['recon'] else 'off'}")
     elif table == C.TABLE_43 and "second_order" in abl:
         variant = f"T4.3: second order {abl['second_order']}"
-    elif table == "4.4.7" and abl.get("label"):
-        variant = f"§4.4.7: {abl['label']}"
+    elif table in ("4.4.7", "speed") and abl.get("label"):
+        variant = f"{'§4.4.7' if table == '4.4.7' else 'speed'}: {abl['label']}"
     elif table == "4.4":
         abl["distance"] = DISTANCE_ALIASES[abl["distance"].lower()]
         out["abl_distance"] = abl["distance"]
