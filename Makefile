@@ -23,7 +23,7 @@ test: install
 test-all: install
 	$(BIN)/python -m pytest -m ""
 
-# every step time and ratio in one run (README "Benchmarks"): ~10 min eager + ~25 min of
-# torch.compile compilations on 2 CPU cores
+# every step time and ratio in one run (README "Benchmarks"): ~10 min on 2 CPU cores, with the
+# retraining step also compiled (search rows: add --compile-methods, > 10 min each)
 bench: install
 	$(BIN)/python benchmarks/bench_search_step.py --compile

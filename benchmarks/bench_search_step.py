@@ -47,8 +47,11 @@ METHODS = ("retrain", "direct_bnas", "darts", "darts_2nd", "pcdarts", "cpnas", "
            "dcpnas:parent_every=2", "dcpnas:parent_every=4",
            "dcpnas:second_order=ggn", "dcpnas:second_order=ggn_exact",
            "dcpnas:second_order=ggn,child_arch_batch=train,parent_every=4")
-#: rows also timed compiled by --compile (compiling a supernet takes minutes on 2 CPU cores)
-COMPILE_METHODS = ("retrain", "darts", "direct_bnas", "dcpnas", "dcpnas:second_order=ggn")
+# (the last one is the `dcpnas-fast` ablation of params.yaml)
+#: rows also timed compiled by --compile: the retraining step (compiling it takes ~3 min on
+#: this CPU; compiling a supernet's forward and backward took > 10 min, so search rows are
+#: compiled only when asked: --compile-methods retrain darts ...)
+COMPILE_METHODS = ("retrain",)
 LABELS = {"direct_bnas": "Direct BNAS", "darts": "DARTS (1st order)",
           "darts_2nd": "DARTS (2nd order)", "pcdarts": "PC-DARTS (1-bit)", "cpnas": "CP-NAS",
           "dcpnas": "DCP-NAS", "retrain": "retraining step (1-bit DARTS_V2 cells)"}
@@ -147,6 +150,7 @@ def run_worker(args: argparse.Namespace) -> dict:
         sync()
         times.append(1000.0 * (time.perf_counter() - t0))
     out.update(ms_median=statistics.median(times), ms_min=min(times), repeats=len(times),
+               ms_mean=statistics.fmean(times),
                params=sum(p.numel() for m in method.modules() for p in m.parameters()),
                images_per_step=2 * args.batch)   # a training and a validation batch
     _memory(out, device, baseline)
@@ -211,6 +215,7 @@ def run_retrain_worker(args: argparse.Namespace, out: dict) -> dict:
         step()
         times.append(1000.0 * (time.perf_counter() - t0))
     out.update(ms_median=statistics.median(times), ms_min=min(times), repeats=len(times),
+               ms_mean=statistics.fmean(times),
                params=sum(p.numel() for p in net.parameters()),
                images_per_step=args.retrain_batch)
     _memory(out, device, baseline)
@@ -235,20 +240,20 @@ def spawn(name: str, args: argparse.Namespace, compiled: bool = False) -> dict:
 
 
 def print_table(rows: list[dict], args: argparse.Namespace) -> None:
-    header = ["method", "ms/step (median)", "ms/step (min)", "images/s", "first step s",
-              "peak MiB", "params"]
+    header = ["method", "ms/step (mean)", "ms/step (median)", "ms/step (min)", "images/s",
+              "first step s", "peak MiB", "params"]
     body = []
     for r in rows:
         name = label(r["method"]) + (" (compiled)" if r.get("compiled") else "")
         if r.get("missing") or "error" in r:
             note = "skipped" if r.get("missing") else r["error"]
-            body.append([name, note, "", "", "", "", ""])
+            body.append([name, note, "", "", "", "", "", ""])
             continue
         mem = f"{r['peak_mib']:.0f}"
         if "baseline_mib" in r:
             mem += f" (+{r['peak_mib'] - r['baseline_mib']:.0f})"
-        body.append([name, f"{r['ms_median']:.1f}", f"{r['ms_min']:.1f}",
-                     f"{1000.0 * r['images_per_step'] / r['ms_median']:.1f}",
+        body.append([name, f"{r['ms_mean']:.1f}", f"{r['ms_median']:.1f}", f"{r['ms_min']:.1f}",
+                     f"{1000.0 * r['images_per_step'] / r['ms_mean']:.1f}",
                      f"{r['first_step_ms'] / 1000.0:.1f}", mem, f"{r['params']:,}"])
     title = (f"one step: C={args.C} layers={args.layers} batch={args.batch} (retrain "
              f"{args.retrain_batch}) {args.size}x{args.size} device={args.device} "
@@ -277,21 +282,23 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
 
 
 def print_ratios(rows: list[dict]) -> None:
-    """Every DCP-NAS variant against the two DARTS steps (targets), the 1-bit ops' share
+    """On mean step times (a variant with parent_every = k is periodic: its median would be
+    the Parent-update step or the other). Every DCP-NAS variant against the two DARTS steps
+    (targets), the 1-bit ops' share
     (direct BNAS / DARTS 1st), the GGN claim (exact / GGN per step vs Table 4.3), and what
     torch.compile buys (eager / compiled, and the compilation time)."""
     for r in rows:
-        if not r.get("compiled") or "ms_median" not in r:
+        if not r.get("compiled") or "ms_mean" not in r:
             continue
         eager = next((e for e in rows if e["method"] == r["method"] and not e.get("compiled")
-                      and "ms_median" in e), None)
+                      and "ms_mean" in e), None)
         if eager:
             print(f"torch.compile, {label(r['method'])}: eager / compiled = "
-                  f"{eager['ms_median'] / r['ms_median']:.2f}x; compilation ~"
+                  f"{eager['ms_mean'] / r['ms_mean']:.2f}x; compilation ~"
                   f"{(r['first_step_ms'] - eager['first_step_ms']) / 1000.0:.0f} s "
                   f"(first step {r['first_step_ms'] / 1000.0:.0f} s vs "
                   f"{eager['first_step_ms'] / 1000.0:.1f} s eager)")
-    by = {r["method"]: r for r in rows if "ms_median" in r and not r.get("compiled")}
+    by = {r["method"]: r for r in rows if "ms_mean" in r and not r.get("compiled")}
     dcp = [m for m in by if parse_variant(m)[0] == "dcpnas"]
     if not dcp:
         print("ratios: DCP-NAS not available, no ratios")
@@ -301,17 +308,17 @@ def print_ratios(rows: list[dict]) -> None:
             print(f"DCP-NAS / {LABELS[ref]}: {ref} not available")
             continue
         for m in dcp:
-            ratio = by[m]["ms_median"] / by[ref]["ms_median"]
+            ratio = by[m]["ms_mean"] / by[ref]["ms_mean"]
             verdict = "meets" if ratio <= target else "misses"
             print(f"{label(m)} / {LABELS[ref]}: {ratio:.2f}x  (target <= {target}x: {verdict})")
     if "direct_bnas" in by and "darts" in by:
         print(f"1-bit supernet step / real one (Direct BNAS / DARTS 1st): "
-              f"{by['direct_bnas']['ms_median'] / by['darts']['ms_median']:.2f}x")
+              f"{by['direct_bnas']['ms_mean'] / by['darts']['ms_mean']:.2f}x")
     exact = by.get("dcpnas")
     ggn = by.get("dcpnas:second_order=ggn")
     if exact and ggn:
         paper = PAPER_EXACT_GGN[0] / PAPER_EXACT_GGN[1]
-        print(f"GGN claim: DCP-NAS step exact / GGN = {exact['ms_median'] / ggn['ms_median']:.2f}x "
+        print(f"GGN claim: DCP-NAS step exact / GGN = {exact['ms_mean'] / ggn['ms_mean']:.2f}x "
               f"(paper, Table 4.3: search cost {PAPER_EXACT_GGN[0]} / {PAPER_EXACT_GGN[1]} = "
               f"{paper:.1f}x)")
 
@@ -343,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.methods:
         row = spawn(name, args)
+        if "ms_mean" in row:    # progress, so that an interrupted run still shows its rows
+            print(f"{label(name)}: {row['ms_mean']:.1f} ms/step", file=sys.stderr, flush=True)
         if row.get("missing"):
             print(f"{name}: not registered (its module is missing?), skipped", file=sys.stderr)
         rows.append(row)
