@@ -29,7 +29,6 @@ Methods not registered (e.g. ``dcpnas`` before its file exists) are skipped with
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import resource
 import statistics
@@ -107,8 +106,7 @@ def run_worker(args: argparse.Namespace) -> dict:
         return out
     baseline = _rss_mib()
     cls = get_search_method(name)
-    fields = {f.name for f in dataclasses.fields(cls.Config)} if dataclasses.is_dataclass(
-        cls.Config) else set()
+    fields = set(cls.Config.model_fields)
     wanted = {"C": args.C, "layers": args.layers, "arch_warmup_epochs": 0, **overrides}
     unknown = set(overrides) - fields
     if unknown:

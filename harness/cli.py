@@ -30,10 +30,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from harness.data import DatasetError
     from harness.engine import NonFiniteLossError
     from harness.openvino_ir import DeployError
+    from harness.records import RecordError
     from harness.stages.common import OutputError
     errors: list[type[BaseException]] = [CheckpointError, GenotypeError, UnknownBackboneError,
                                          UnknownMethodError, ConfigError, DatasetError,
-                                         NonFiniteLossError, OutputError, DeployError]
+                                         NonFiniteLossError, OutputError, DeployError,
+                                         RecordError]
     for module, name in (("harness.report", "ReportError"),
                          ("downstream.reid.config", "ReIDConfigError"),
                          ("downstream.reid.data", "ReIDDataError")):
@@ -185,8 +187,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.func(args)
     except _user_errors() as exc:
         # escaped (a message like "expected [op, input]" is not rich markup) and unwrapped:
-        # one line, so that scripts and logs can grep it
-        console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        # one line per problem, so that scripts and logs can grep it
+        for line in getattr(exc, "problems", None) or [str(exc)]:
+            console.print(f"[bold red]error:[/] {escape(line)}", soft_wrap=True)
         return 2
     except OSError as exc:   # StorageError from our writes, or a library's own file I/O
         from backbones.atomic import storage_error_from

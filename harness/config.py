@@ -1,4 +1,4 @@
-"""params.yaml: one file, several profiles, validated against typed dataclasses.
+"""params.yaml: one file, several profiles, parsed into strict pydantic models.
 
 Layout::
 
@@ -13,80 +13,91 @@ Layout::
       smoke: {data: {...}, search: {...}, train: {...}, detect: {...}, reid: {...}}
       paper: {...}
 
-Every key is checked: an unknown or mistyped key stops with its full path and the closest
-valid key, before any work starts.
+Every key is checked before any work starts: each setting declares its type and range once,
+in the models below (or in its search method's ``Config``); every problem is reported on one
+line naming the file, the dotted key and what was expected, and an unknown key also names the
+closest valid one (pydantic does not).
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, Field, PrivateAttr, StringConstraints, ValidationError
 
+from backbones.binary import Binarizer
 from backbones.search.base import CommonSearchConfig
-
-T = TypeVar("T")
+from backbones.search.cpnas import CPKernel
+from backbones.settings import (Count, NonNegativeFloat, NonNegativeInt, PositiveFloat,
+                                Settings, describe_error)
 
 
 class ConfigError(ValueError):
-    """A params.yaml key that is unknown, mistyped or missing."""
+    """Settings that are unknown, mistyped, out of range or missing: one line per problem."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or [message]
 
 
-def _type_ok(value: Any, typ: Any) -> bool:
-    origin = typing.get_origin(typ)
-    if typ is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, t) for t in typing.get_args(typ))
-    if typ is type(None):
-        return value is None
-    if typ is bool:
-        return isinstance(value, bool)
-    if typ is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if typ is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if origin in (list, tuple):
-        args = typing.get_args(typ)
-        return isinstance(value, (list, tuple)) and (
-            not args or all(_type_ok(v, args[0]) for v in value))
-    if origin is dict:
-        return isinstance(value, dict)
-    if isinstance(typ, type):
-        return isinstance(value, typ)
-    return True
+# ---- turning pydantic's errors into one line each ------------------------------------------
+
+def _unwrap(typ: Any) -> Any:
+    """``X | None`` -> X; Annotated[X, ...] -> X."""
+    while True:
+        origin = typing.get_origin(typ)
+        if origin is Annotated:
+            typ = typing.get_args(typ)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(typ) if a is not type(None)]
+            if len(args) != 1:
+                return typ
+            typ = args[0]
+        else:
+            return typ
 
 
-def _type_name(typ: Any) -> str:
-    return getattr(typ, "__name__", None) or str(typ).replace("typing.", "")
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class found by following ``loc`` (field names, dict keys, list indices)."""
+    typ: Any = model
+    for part in loc:
+        typ = _unwrap(typ)
+        if isinstance(typ, type) and issubclass(typ, BaseModel):
+            field = typ.model_fields.get(str(part))
+            if field is None:
+                return None
+            typ = field.annotation
+        elif typing.get_origin(typ) in (dict, list):
+            typ = typing.get_args(typ)[-1]
+        else:
+            return None
+    typ = _unwrap(typ)
+    return typ if isinstance(typ, type) and issubclass(typ, BaseModel) else None
 
 
-#: integer settings where zero or a negative value makes no sense (counts and sizes): checked
-#: in every section and every search method's Config (``epochs: -1`` used to write a genotype
-#: after 0 steps)
-POSITIVE_INTS = frozenset({
-    "C", "layers", "epochs", "batch_size", "max_steps_per_epoch", "teacher_epochs",
-    "partial_channels", "samples_per_round", "max_val_batches", "ggn_samples", "image_size",
-    "lr_scale_batch", "cifar_train", "cifar_test", "coco_train", "coco_val", "coco_size",
-    "market_ids", "market_cams", "train_subset", "test_subset", "sweeps", "rounds",
-    "parent_every", "runs", "throughput_batch", "test_images", "num_classes"})
-#: integer settings that may be zero but not negative
-NON_NEGATIVE_INTS = frozenset({"num_workers", "cutout", "warmup"})
+def _dotted(prefix: str, loc: tuple[Any, ...]) -> str:
+    return ".".join([prefix, *map(str, loc)] if prefix else map(str, loc))
 
 
-def _range_problem(key: str, value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    if key in POSITIVE_INTS and value < 1:
-        return f"expected an integer >= 1, got {value!r}"
-    if key in NON_NEGATIVE_INTS and value < 0:
-        return f"expected an integer >= 0, got {value!r}"
-    return None
+def config_error(exc: ValidationError, model: type[BaseModel], source: str,
+                 prefix: str = "") -> ConfigError:
+    """One line per problem: ``<file>: <dotted.key>: <what was expected>``; an unknown key
+    names the closest valid key of its block."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        if err["type"] == "extra_forbidden":
+            block = _model_at(model, loc[:-1])
+            valid = list(block.model_fields) if block is not None else []
+            where = f"{source}: {_dotted(prefix, loc[:-1])}".rstrip(": ")
+            lines.append(str(unknown_key_error(str(loc[-1]), valid, where)))
+        else:
+            lines.append(f"{source}: {_dotted(prefix, loc)}: {describe_error(err)}")
+    return ConfigError("\n".join(lines), lines)
 
 
 def unknown_key_error(key: str, valid: list[str], where: str) -> ConfigError:
@@ -95,178 +106,175 @@ def unknown_key_error(key: str, valid: list[str], where: str) -> ConfigError:
     return ConfigError(f"{where}: unknown key {key!r}{hint}")
 
 
-def build_dataclass(cls: type[T], data: Any, where: str) -> T:
-    """cls(**data) with every key and type checked; nested dataclasses are built recursively."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in names:
-            raise unknown_key_error(str(key), names, where)
-        typ = hints[key]
-        if dataclasses.is_dataclass(typ):
-            kwargs[key] = build_dataclass(typ, value, f"{where}.{key}")
-            continue
-        if not _type_ok(value, typ):
-            raise ConfigError(f"{where}.{key}: expected {_type_name(typ)}, got {value!r}")
-        problem = _range_problem(key, value)
-        if problem:
-            raise ConfigError(f"{where}.{key}: {problem}")
-        kwargs[key] = float(value) if typ is float else value
+M = typing.TypeVar("M", bound=BaseModel)
+
+
+def validate(model: type[M], data: Any, source: str, prefix: str = "") -> M:
+    """``model`` from plain data, or a ConfigError whose lines name ``source`` and the key."""
     try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as exc:  # a Config's own __post_init__ checks
-        raise ConfigError(f"{where}: {exc}") from None
+        return model.model_validate({} if data is None else data)
+    except ValidationError as exc:
+        raise config_error(exc, model, source, prefix) from None
 
 
 # ---- sections -----------------------------------------------------------------------------
 
-@dataclass
-class DataSection:
-    name: str = "cifar10"            # cifar10 | imagenet
+class DataSection(Settings):
+    name: Literal["cifar10", "imagenet"] = "cifar10"
     root: str = "data/smoke/cifar10"
-    num_workers: int = 0
-    image_size: int = 32             # imagenet only
-    cutout: int = 0
-    lighting: float = 0.0            # imagenet only: AlexNet PCA lighting noise std (official 0.1)
-    train_subset: int | None = None  # first N training images only (quick runs)
-    test_subset: int | None = None
+    num_workers: NonNegativeInt = 0
+    image_size: Count = 32             # imagenet only
+    cutout: NonNegativeInt = 0
+    lighting: NonNegativeFloat = 0.0   # imagenet only: AlexNet PCA lighting noise std (official 0.1)
+    train_subset: Count | None = None  # first N training images only (quick runs)
+    test_subset: Count | None = None
 
 
-@dataclass
-class SmokeDataSection:
+class SmokeDataSection(Settings):
     """What `harness prepare` generates (the smoke profile's own data, in the real formats)."""
-    cifar_train: int = 2000
-    cifar_test: int = 500
-    coco_train: int = 48
-    coco_val: int = 16
-    coco_size: int = 96
-    market_ids: int = 12
-    market_cams: int = 3
+    cifar_train: Count = 2000
+    cifar_test: Count = 500
+    coco_train: Count = 48
+    coco_val: Count = 16
+    coco_size: Count = 96
+    market_ids: Count = 12
+    market_cams: Count = 3
 
 
-@dataclass
 class SearchSection(CommonSearchConfig):
-    batch_size: int = 64
-    train_portion: float = 0.5
-    max_steps_per_epoch: int | None = None
-    per_method: dict[str, dict[str, Any]] = field(default_factory=dict)
-    binarizer: str = "official"      # weight binarizer of the 1-bit supernet: official | mean_abs
-    compile: bool = False            # torch.compile the method's compilable networks (accel.py)
-    # keys set in params.yaml (filled by load_params): only those override a method's defaults
-    explicit: list[str] = field(default_factory=list, repr=False)
+    """profiles.<name>.search: the shared supernet settings (only the keys a profile sets
+    override a method's own defaults: ``model_fields_set``), the data split, and per-method
+    blocks validated against each method's Config."""
+    batch_size: Count = 64
+    train_portion: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    max_steps_per_epoch: Count | None = None
+    per_method: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    binarizer: Binarizer = "official"  # weight binarizer of the 1-bit supernet
+    compile: bool = False              # torch.compile the method's compilable networks (accel.py)
 
 
-@dataclass
-class CPLossSection:
+class CPLossSection(Settings):
     """CP-NAS's kernel-level Child-Parent loss in retraining (Eq. 4.18): a real-valued Parent of
     the same genotype trains beside the 1-bit network on cross-entropy; the 1-bit network adds
     weight / 2 * sum of per-filter MSE(Parent kernel, its kernel) (+ compact_weight * the
     intra-class compactness of its features). weight 0 = off."""
-    weight: float = 0.0
-    kernel: str = "binarized"        # binarized (its 1-bit kernel) | latent (its real weights)
-    compact_weight: float = 0.0
+    weight: NonNegativeFloat = 0.0
+    kernel: CPKernel = "binarized"     # binarized (its 1-bit kernel) | latent (its real weights)
+    compact_weight: NonNegativeFloat = 0.0
 
 
-@dataclass
-class KDSection:
-    teacher: str = "none"            # none | real_nas | torchvision:<name> (e.g. resnet34)
+class KDSection(Settings):
+    #: none | real_nas (a real-valued network of the same genotype) | torchvision:<name>
+    teacher: Annotated[str, StringConstraints(
+        pattern=r"^(none|real_nas|torchvision:[A-Za-z_][A-Za-z0-9_]*)$")] = "none"
     teacher_checkpoint: str | None = None  # trained here for teacher_epochs when absent
-    teacher_epochs: int = 1
-    temperature: float = 1.0
-    weight: float = 1.0              # loss = (1 - weight) * CE + weight * KL
+    teacher_epochs: Count = 1
+    temperature: PositiveFloat = 1.0
+    weight: Annotated[float, Field(ge=0, le=1)] = 1.0  # loss = (1 - weight) CE + weight KL
 
 
-@dataclass
-class TrainSection:
-    C: int = 36
-    layers: int = 20
-    stem: str = "cifar"              # cifar | imagenet
-    epochs: int = 600
-    batch_size: int = 96
-    optimizer: str = "adamw"         # adamw | sgd
-    lr: float = 1e-3                 # scaled by batch_size * world_size / lr_scale_batch
-    lr_scale_batch: int = 512
-    weight_decay: float = 1e-5
-    momentum: float = 0.9
-    label_smoothing: float = 0.0
-    grad_clip: float = 0.0           # 0: none (official recipe)
-    lr_min: float = 0.0              # cosine schedule floor (official: 1e-5)
-    binarizer: str = "official"      # weight binarizer: official (MConv) | mean_abs
-    two_step: bool = False           # step 1: binary activations only; step 2: fully binary
-    step2_weight_decay: float = 0.0
-    max_steps_per_epoch: int | None = None
-    size: str | None = None          # "S" / "L": which DCP-NAS model size a run stands for
-    reference_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {width: 16}
-    compile: bool = False            # torch.compile the network (harness/accel.py)
-    amp: bool = True                 # CUDA only: bf16 autocast of forward passes (accel.py)
-    channels_last: bool = True       # CUDA only
-    kd: KDSection = field(default_factory=KDSection)
-    cp_loss: CPLossSection = field(default_factory=CPLossSection)
+class TrainSection(Settings):
+    C: Count = 36
+    layers: Count = 20
+    stem: Literal["cifar", "imagenet"] = "cifar"
+    epochs: Count = 600
+    batch_size: Count = 96
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: PositiveFloat = 1e-3           # scaled by batch_size * world_size / lr_scale_batch
+    lr_scale_batch: Count = 512
+    weight_decay: NonNegativeFloat = 1e-5
+    momentum: Annotated[float, Field(ge=0, le=1)] = 0.9
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    grad_clip: NonNegativeFloat = 0.0  # 0: none (official recipe)
+    lr_min: NonNegativeFloat = 0.0     # cosine schedule floor (official: 1e-5)
+    binarizer: Binarizer = "official"  # weight binarizer: official (MConv) | mean_abs
+    two_step: bool = False             # step 1: binary activations only; step 2: fully binary
+    step2_weight_decay: NonNegativeFloat = 0.0
+    max_steps_per_epoch: Count | None = None
+    size: Literal["S", "L"] | None = None  # which DCP-NAS model size a run stands for
+    reference_kwargs: dict[str, Any] = Field(default_factory=dict)  # e.g. {width: 16}
+    compile: bool = False              # torch.compile the network (harness/accel.py)
+    amp: bool = True                   # CUDA only: bf16 autocast of forward passes (accel.py)
+    channels_last: bool = True         # CUDA only
+    kd: KDSection = Field(default_factory=KDSection)
+    cp_loss: CPLossSection = Field(default_factory=CPLossSection)
 
 
-@dataclass
-class PaperSizeSection:
+class DetectSection(Settings):
+    """profiles.<name>.detect: `harness transfer --task detection` (mmdet config by path)."""
+    config: str = "downstream/configs/detection/faster-rcnn_harness_fpn_smoke.py"
+    data_root: str = "data/smoke/coco"
+    max_epochs: Count | None = None
+    backbone_kwargs: dict[str, Any] = Field(default_factory=lambda: {"stem": "imagenet"})
+    cfg_options: dict[str, Any] = Field(default_factory=dict)
+    launcher: Literal["none", "pytorch"] = "none"   # pytorch: under torchrun (mmengine's)
+
+
+class ReidSection(Settings):
+    """profiles.<name>.reid (``overrides`` are run_reid keyword arguments, checked there)."""
+    config: str = "downstream/configs/reid/smoke.yaml"
+    data_root: str = "data/smoke/reid"
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class PaperSizeSection(Settings):
     """The network size `harness deploy --paper-size` builds (DCP-NAS-L: REFERENCE.md 3)."""
-    C: int = 108
-    layers: int = 10
-    stem: str = "imagenet"
-    image_size: int = 224
-    num_classes: int = 1000
+    C: Count = 108
+    layers: Count = 10
+    stem: Literal["cifar", "imagenet"] = "imagenet"
+    image_size: Count = 224
+    num_classes: Count = 1000
 
 
-@dataclass
-class DeploySection:
+class DeploySection(Settings):
     """profiles.<name>.deploy: `harness deploy` (OpenVINO binary IR vs FP32 IR vs PyTorch)."""
-    runs: int = 50                   # timed batch-1 inferences per engine and thread count
-    warmup: int = 10
-    throughput_batch: int = 32       # batch of the throughput measurement and agreement check
-    test_images: int | None = None   # agreement check on the first N test images (None: all)
-    paper_size: PaperSizeSection = field(default_factory=PaperSizeSection)
+    runs: Count = 50                   # timed batch-1 inferences per engine and thread count
+    warmup: NonNegativeInt = 10
+    throughput_batch: Count = 32       # batch of the throughput measurement and agreement check
+    test_images: Count | None = None   # agreement check on the first N test images (None: all)
+    paper_size: PaperSizeSection = Field(default_factory=PaperSizeSection)
 
 
-@dataclass
-class Profile:
-    data: DataSection = field(default_factory=DataSection)
-    smoke_data: SmokeDataSection = field(default_factory=SmokeDataSection)
-    search: SearchSection = field(default_factory=SearchSection)
-    train: TrainSection = field(default_factory=TrainSection)
-    detect: dict[str, Any] = field(default_factory=dict)  # validated by downstream.detection
-    reid: dict[str, Any] = field(default_factory=dict)    # validated by downstream.reid
-    deploy: DeploySection = field(default_factory=DeploySection)
+class Profile(Settings):
+    data: DataSection = Field(default_factory=DataSection)
+    smoke_data: SmokeDataSection = Field(default_factory=SmokeDataSection)
+    search: SearchSection = Field(default_factory=SearchSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    detect: DetectSection = Field(default_factory=DetectSection)
+    reid: ReidSection = Field(default_factory=ReidSection)
+    deploy: DeploySection = Field(default_factory=DeploySection)
 
 
-@dataclass
-class Ablation:
+class Ablation(Settings):
     method: str = "dcpnas"
     table: str = ""
     label: str = ""
-    set: dict[str, Any] = field(default_factory=dict)
+    set: dict[str, Any] = Field(default_factory=dict)  # checked against the method's Config
 
 
-@dataclass
-class Paths:
+class Paths(Settings):
     data: str = "data"
     runs: str = "runs"
     results: str = "results"
 
 
-@dataclass
-class Params:
+class Params(Settings):
     profile: str = "smoke"
-    seeds: list[int] = field(default_factory=lambda: [0])
-    search_runs: list[str] = field(default_factory=list)
-    ablations: dict[str, Ablation] = field(default_factory=dict)
-    reference_backbones: list[str] = field(default_factory=list)
-    backbones: list[str] = field(default_factory=list)
-    deploy_paper_size: list[str] = field(default_factory=list)
-    paths: Paths = field(default_factory=Paths)
-    profiles: dict[str, Profile] = field(default_factory=dict)
-    source: str = "params.yaml"
+    seeds: Annotated[list[NonNegativeInt], Field(min_length=1)] = Field(
+        default_factory=lambda: [0])
+    search_runs: list[str] = Field(default_factory=list)
+    ablations: dict[str, Ablation] = Field(default_factory=dict)
+    reference_backbones: list[str] = Field(default_factory=list)
+    backbones: list[str] = Field(default_factory=list)
+    deploy_paper_size: list[str] = Field(default_factory=list)
+    paths: Paths = Field(default_factory=Paths)
+    profiles: Annotated[dict[str, Profile], Field(min_length=1)]
+    _source: str = PrivateAttr(default="params.yaml")
+
+    @property
+    def source(self) -> str:
+        """The file these parameters were read from (for error messages)."""
+        return self._source
 
     @property
     def active(self) -> Profile:
@@ -280,32 +288,14 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
         raise ConfigError(f"{path}: parameters file not found (run from the repository root, "
                           f"or pass --params)")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     where = str(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping at the top level")
-    profiles_raw = raw.get("profiles", {})
-    ablations_raw = raw.get("ablations", {}) or {}
-    top = {k: v for k, v in raw.items() if k not in ("profiles", "ablations")}
-    params = build_dataclass(Params, top, where)
-    params.source = where
-    bad = [s for s in params.seeds if s < 0]
-    if bad or not params.seeds:
-        raise ConfigError(f"{where}: seeds: expected a non-empty list of integers >= 0, got "
-                          f"{params.seeds!r}")
-    if not isinstance(profiles_raw, dict) or not profiles_raw:
-        raise ConfigError(f"{where}: key 'profiles' must map profile names to settings")
-    params.profiles = {name: build_dataclass(Profile, body, f"{where}: profiles.{name}")
-                       for name, body in profiles_raw.items()}
-    for name, body in profiles_raw.items():  # which shared search keys the profile sets
-        search_raw = (body or {}).get("search") or {}
-        params.profiles[name].search.explicit = sorted(search_raw)
-    if not isinstance(ablations_raw, dict):
-        raise ConfigError(f"{where}: key 'ablations' must map names to ablation settings")
-    params.ablations = {name: build_dataclass(Ablation, body, f"{where}: ablations.{name}")
-                        for name, body in ablations_raw.items()}
+    params = validate(Params, raw, where)
+    params._source = where
     if profile is not None:
         params.profile = profile
     if params.profile not in params.profiles:
@@ -315,43 +305,54 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
 
 
 def _check_methods(params: Params, where: str) -> None:
-    from backbones.binary import BINARIZERS
+    """Search runs and ablations name known methods; every per-method block and ablation's
+    settings are valid for its method's Config (all problems at once)."""
     from backbones.search.base import get_search_method, list_search_methods
-    for pname, prof in params.profiles.items():
-        for section in ("search", "train"):
-            value = getattr(prof, section).binarizer
-            if value not in BINARIZERS:
-                raise ConfigError(f"{where}: profiles.{pname}.{section}.binarizer: expected one "
-                                  f"of {', '.join(BINARIZERS)}, got {value!r}")
     known = list_search_methods()
+    problems: list[str] = []
+
+    def collect(check: typing.Callable[[], Any]) -> None:
+        try:
+            check()
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+
     for m in params.search_runs:
         if m not in known and m not in params.ablations:
-            raise unknown_key_error(m, known + list(params.ablations), f"{where}: search_runs")
+            problems.append(str(unknown_key_error(m, known + list(params.ablations),
+                                                  f"{where}: search_runs")))
     for name, abl in params.ablations.items():
         if abl.method not in known:
-            raise unknown_key_error(abl.method, known, f"{where}: ablations.{name}.method")
-        method_config(get_search_method(abl.method), params.active.search, abl.set,
-                      f"{where}: ablations.{name}.set")
+            problems.append(str(unknown_key_error(abl.method, known,
+                                                  f"{where}: ablations.{name}.method")))
+            continue
+        collect(lambda: method_config(get_search_method(abl.method), params.active.search,
+                                      abl.set, where, search_at=f"profiles.{params.profile}"
+                                      ".search", extra_at=f"ablations.{name}.set"))
     for pname, prof in params.profiles.items():
-        for m, overrides in prof.search.per_method.items():
+        for m in prof.search.per_method:
             if m not in known:
-                raise unknown_key_error(m, known, f"{where}: profiles.{pname}.search.per_method")
-            method_config(get_search_method(m), prof.search, {},
-                          f"{where}: profiles.{pname}.search")
+                problems.append(str(unknown_key_error(
+                    m, known, f"{where}: profiles.{pname}.search.per_method")))
+                continue
+            collect(lambda: method_config(get_search_method(m), prof.search, {}, where,
+                                          search_at=f"profiles.{pname}.search"))
+    if problems:
+        raise ConfigError("\n".join(problems), problems)
 
 
 def method_config(method_cls: type, search: SearchSection, extra: dict[str, Any],
-                  where: str) -> Any:
+                  source: str, *, search_at: str = "search", extra_at: str = "set") -> Any:
     """The method's Config: its own defaults, overridden by the shared search keys the profile
     sets explicitly, then by its per_method block, then by ``extra`` (an ablation's settings).
-    (Shared keys left unset do not override, so e.g. PC-DARTS keeps K=4 and its own lrs.)"""
+    Errors name ``search_at`` / ``extra_at`` as where the keys were set. (Shared keys left
+    unset do not override, so e.g. PC-DARTS keeps K=4 and its own lrs.)"""
     cfg_cls = method_cls.Config
-    names = {f.name for f in dataclasses.fields(cfg_cls)}
-    common = {f.name: getattr(search, f.name) for f in dataclasses.fields(CommonSearchConfig)
-              if f.name in names and f.name in search.explicit}
+    common = {k: getattr(search, k) for k in CommonSearchConfig.model_fields
+              if k in cfg_cls.model_fields and k in search.model_fields_set}
     specific = dict(search.per_method.get(method_cls.name, {}))
-    cfg = build_dataclass(cfg_cls, {**common, **specific},
-                          f"{where}.per_method.{method_cls.name}")
+    cfg = validate(cfg_cls, {**common, **specific}, source,
+                   f"{search_at}.per_method.{method_cls.name}")
     if extra:
-        cfg = build_dataclass(cfg_cls, {**dataclasses.asdict(cfg), **extra}, where)
+        cfg = validate(cfg_cls, {**cfg.model_dump(), **extra}, source, extra_at)
     return cfg

@@ -154,12 +154,16 @@ def set_loader_epoch(loader: Any, epoch: int, seed: int) -> None:
 
 
 def fingerprint(*parts: Any) -> str:
-    """A short digest of a run's settings (dataclasses, dicts, strings)."""
+    """A short digest of a run's settings (settings models, dataclasses, dicts, strings)."""
     import dataclasses
     import hashlib
     import json
 
+    from pydantic import BaseModel
+
     def plain(obj: Any) -> Any:
+        if isinstance(obj, BaseModel):
+            return obj.model_dump()
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             return dataclasses.asdict(obj)
         return obj

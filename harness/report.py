@@ -13,24 +13,10 @@ Public API
                                                ``REPORT.md`` (atomically) and prints rich tables
 ``ReportError``                                 raised for invalid / missing inputs
 
-Metrics schema (required keys; ``number`` = JSON int or float, finite, not bool)
-------------------------------------------------------------------------------
-all stages: stage (search|train|detect|reid), method (str), seed (int), profile
-    (smoke|real-subset|paper), dataset (str), device (str), device_kind (cpu|gpu);
-    optional ablation: null or an object with a string ``table``; table "4.2" needs bools
-    ``tangent`` and ``recon``; table "4.4" needs ``distance`` (fnorm|l1|cosine, a few
-    aliases such as "f-norm"/"frobenius"/"cos" are normalised).
-search: search_seconds, search_cost_value, peak_memory_mb, epochs (numbers),
-    search_cost_unit (CPU-hours|GPU-days, must match device_kind), genotype (str);
-    optional supernet_top1 (number, %).
-train: top1, top5, params_m, flops_m, bops_m, ops_m, memory_mbit, train_seconds,
-    train_cost_value, epochs (numbers), train_cost_unit (CPU-hours|GPU-days, must match
-    device_kind); optional size ("S"|"L": DCP-NAS-S / DCP-NAS-L, used by the claims).
-detect: detector (faster_rcnn|retinanet|ssd), bbox_mAP, bbox_mAP_50 (numbers, 0-100).
-reid: loss (softmax|softmax_triplet), mAP, rank1, rank5, rank10 (numbers, 0-100).
-Percent keys must lie in [0, 100]; all other numbers must be >= 0. Extra keys are kept.
-Two files describing the same run (stage, method, seed, ablation, dataset, profile, and
-detector / loss) are an error too.
+Metrics files: one pydantic model per stage in ``harness/records.py`` (the stages write
+them, this module reads them with ``read_record``). Two files describing the same run
+(stage, method, seed, ablation, dataset, profile, and detector / loss / deploy run) are an
+error too.
 """
 
 from __future__ import annotations
@@ -40,13 +26,13 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from backbones.atomic import atomic_write_bytes
 
 from harness import claims as C
+from harness.records import DISTANCE_ALIASES, RECORDS, STAGES, RecordError, parse_record
 from harness.claims import Stats, fmt_num, fmt_stats, seed_stats
 
 log = logging.getLogger(__name__)
@@ -55,43 +41,6 @@ PAPER_NUMBERS_CSV = "paper_numbers.csv"
 PAPER_COLUMNS = ["paper", "method", "dataset", "table", "setting", "metric", "value", "unit", "source"]
 PAPER_METRICS = {"top1", "top5", "top1_error", "top5_error", "search_cost", "memory", "params",
                  "ops", "search_speedup_vs_prior_art", "search_speedup_vs_pcdarts"}
-
-STAGES = ("search", "train", "detect", "reid", "deploy")
-COST_UNITS = {"cpu": "CPU-hours", "gpu": "GPU-days"}
-
-STR, INT, NUM, BOOL, OBJ = "string", "integer", "number", "boolean", "object"
-COMMON_REQUIRED = {"stage": STR, "method": STR, "seed": INT, "profile": STR, "dataset": STR,
-                   "device": STR, "device_kind": STR}
-STAGE_REQUIRED = {
-    "search": {"search_seconds": NUM, "search_cost_value": NUM, "search_cost_unit": STR,
-               "peak_memory_mb": NUM, "epochs": NUM, "genotype": STR},
-    "train": {"top1": NUM, "top5": NUM, "params_m": NUM, "flops_m": NUM, "bops_m": NUM,
-              "ops_m": NUM, "memory_mbit": NUM, "train_seconds": NUM, "train_cost_value": NUM,
-              "train_cost_unit": STR, "epochs": NUM},
-    "detect": {"detector": STR, "bbox_mAP": NUM, "bbox_mAP_50": NUM},
-    "reid": {"loss": STR, "mAP": NUM, "rank1": NUM, "rank5": NUM, "rank10": NUM},
-    "deploy": {"run": STR, "backbone": STR, "paper_size": BOOL, "trained": BOOL,
-               "binary_convs": INT, "binary_capable_convs": INT, "ops_m": NUM, "fp_ops_m": NUM,
-               "predicted_speedup": NUM, "measured_speedup_1t": NUM,
-               "measured_speedup_all": NUM, "agreement": OBJ, "engines": OBJ,
-               "cpu_model": STR, "threads_all": INT},
-}
-STAGE_OPTIONAL = {"search": {"supernet_top1": NUM},
-                  "train": {"size": STR, "best_top1": NUM, "best_top5": NUM, "best_epoch": INT,
-                            "binarizer": STR},
-                  "detect": {}, "reid": {}, "deploy": {}}
-ENUMS = {
-    "device_kind": tuple(COST_UNITS),
-    "search_cost_unit": tuple(COST_UNITS.values()),
-    "train_cost_unit": tuple(COST_UNITS.values()),
-    "detector": ("faster_rcnn", "retinanet", "ssd"),
-    "loss": ("softmax", "softmax_triplet"),
-    "size": ("S", "L"),
-}
-PERCENT_KEYS = {"top1", "top5", "best_top1", "best_top5", "supernet_top1", "bbox_mAP", "bbox_mAP_50", "mAP", "rank1",
-                "rank5", "rank10"}
-DISTANCE_ALIASES = {"fnorm": "fnorm", "f-norm": "fnorm", "f_norm": "fnorm", "frobenius": "fnorm",
-                    "fro": "fnorm", "l2": "fnorm", "l1": "l1", "cosine": "cosine", "cos": "cosine"}
 
 #: every table build_report may write (stale files of tables not produced are removed)
 TABLE_NAMES = ("runs_summary", "classification", "search_cost", "ablation_tangent_lr",
@@ -112,100 +61,6 @@ class ReportError(ValueError):
 
 
 # ------------------------------------------------------------------------------ loading
-def _type_problem(value: Any, kind: str) -> str | None:
-    if kind == STR:
-        if not isinstance(value, str):
-            return f"expected a string, got {type(value).__name__} ({value!r})"
-        if not value.strip():
-            return "expected a non-empty string"
-        return None
-    if kind == INT:
-        if isinstance(value, bool) or not isinstance(value, int):
-            return f"expected an integer, got {type(value).__name__} ({value!r})"
-        return None
-    if kind == BOOL:
-        if not isinstance(value, bool):
-            return f"expected true/false, got {type(value).__name__} ({value!r})"
-        return None
-    if kind == OBJ:
-        if not isinstance(value, dict):
-            return f"expected an object, got {type(value).__name__} ({value!r})"
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return f"expected a number, got {type(value).__name__} ({value!r})"
-    if not math.isfinite(value):
-        return f"expected a finite number, got {value!r}"
-    return None
-
-
-def _validate_record(rec: Any, where: str) -> list[str]:
-    """Problems of one parsed metrics file, each naming the file and the key."""
-    if not isinstance(rec, dict):
-        return [f"{where}: expected a JSON object at top level, got {type(rec).__name__}"]
-    probs: list[str] = []
-
-    def check(key: str, kind: str, required: bool, context: str = "") -> None:
-        if key not in rec or (not required and rec[key] is None):
-            if required:
-                probs.append(f"{where}: missing required key '{key}'{context}")
-            return
-        p = _type_problem(rec[key], kind)
-        if p:
-            probs.append(f"{where}: key '{key}': {p}")
-            return
-        if key in ENUMS and rec[key] not in ENUMS[key]:
-            probs.append(f"{where}: key '{key}': unknown value {rec[key]!r} "
-                         f"(expected one of {', '.join(ENUMS[key])})")
-        if kind == NUM:
-            if key in PERCENT_KEYS and not 0 <= rec[key] <= 100:
-                probs.append(f"{where}: key '{key}': {rec[key]!r} is not a percentage in [0, 100]")
-            elif rec[key] < 0:
-                probs.append(f"{where}: key '{key}': {rec[key]!r} must not be negative")
-
-    stage = rec.get("stage")
-    if "stage" not in rec:
-        probs.append(f"{where}: missing required key 'stage'")
-    elif stage not in STAGES:
-        probs.append(f"{where}: key 'stage': unknown stage {stage!r} (expected one of {', '.join(STAGES)})")
-    for key, kind in COMMON_REQUIRED.items():
-        if key != "stage":
-            check(key, kind, True)
-    if stage in STAGES:
-        for key, kind in STAGE_REQUIRED[stage].items():
-            check(key, kind, True, f" for stage '{stage}'")
-        for key, kind in STAGE_OPTIONAL[stage].items():
-            check(key, kind, False)
-        unit_key = {"search": "search_cost_unit", "train": "train_cost_unit"}.get(stage)
-        if (unit_key and rec.get(unit_key) in COST_UNITS.values()
-                and rec.get("device_kind") in COST_UNITS
-                and rec[unit_key] != COST_UNITS[rec["device_kind"]]):
-            probs.append(f"{where}: key '{unit_key}': {rec[unit_key]!r} does not match device_kind "
-                         f"{rec['device_kind']!r} (expected {COST_UNITS[rec['device_kind']]!r})")
-
-    abl = rec.get("ablation")
-    if abl is not None:
-        if not isinstance(abl, dict):
-            probs.append(f"{where}: key 'ablation': expected an object or null, got {type(abl).__name__}")
-        else:
-            table = abl.get("table")
-            if not isinstance(table, str) or not table:
-                probs.append(f"{where}: key 'ablation.table': expected a non-empty string, got {table!r}")
-            elif table == "4.2":
-                for k in ("tangent", "recon"):
-                    if k not in abl:
-                        probs.append(f"{where}: missing required key 'ablation.{k}' for table 4.2")
-                    elif not isinstance(abl[k], bool):
-                        probs.append(f"{where}: key 'ablation.{k}': expected true/false, got {abl[k]!r}")
-            elif table == "4.4":
-                d = abl.get("distance")
-                if "distance" not in abl:
-                    probs.append(f"{where}: missing required key 'ablation.distance' for table 4.4")
-                elif not isinstance(d, str) or d.lower() not in DISTANCE_ALIASES:
-                    probs.append(f"{where}: key 'ablation.distance': unknown distance {d!r} "
-                                 "(expected fnorm, l1 or cosine)")
-    return probs
-
-
 def _ablation_fields(abl: dict | None) -> dict:
     if not abl:
         return {"ablation_key": "", "variant": "main", "abl_table": "", "abl_tangent": None,
@@ -258,20 +113,19 @@ def load_metrics(runs_dir: Path | str) -> pd.DataFrame:
     for f in files:
         where = str(f)
         try:
-            rec = json.loads(f.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            problems.append(f"{where}: not valid JSON ({e})")
-            continue
-        except (OSError, UnicodeDecodeError) as e:
+            rec = parse_record(f.read_bytes(), where)
+        except OSError as e:
             problems.append(f"{where}: cannot be read ({e})")
             continue
-        p = _validate_record(rec, where)
-        if p:
-            problems.extend(p)
+        except RecordError as e:
+            problems.extend(e.problems)
             continue
-        row = dict(rec)
-        row["ablation"] = rec.get("ablation")
-        row.update(_ablation_fields(rec.get("ablation")))
+        # the keys the file holds (as validated), not the defaults of the ones it lacks
+        row = rec.model_dump(exclude_unset=True)
+        row["stage"] = rec.stage
+        abl = rec.ablation.model_dump() if rec.ablation else None
+        row["ablation"] = abl
+        row.update(_ablation_fields(abl))
         row["path"] = where
         records.append(row)
     if not problems:
@@ -293,8 +147,8 @@ def load_metrics(runs_dir: Path | str) -> pd.DataFrame:
     df = pd.DataFrame.from_records(records)
     # every schema column exists (NaN where a stage lacks it) so that stage subsets can be
     # grouped / selected whichever stages are present
-    for stage in STAGES:
-        for key in list(STAGE_REQUIRED[stage]) + list(STAGE_OPTIONAL[stage]):
+    for model in RECORDS.values():
+        for key in model.model_fields:
             if key not in df.columns:
                 df[key] = None
     return df[front + [c for c in df.columns if c not in front]]

@@ -205,7 +205,7 @@ def test_unknown_run_or_backbone_in_train(tmp_path: Path) -> None:
     ({"profile": {"search": {"per_method": {"direct_bna": {}}}}},
      "unknown key 'direct_bna'; did you mean 'direct_bnas'?"),
     ({"profile": {"search": {"epochs": "two"}}},
-     "profiles.smoke.search.epochs: expected int, got 'two'"),
+     "profiles.smoke.search.epochs: expected an integer, got 'two'"),
 ])
 def test_unknown_or_mistyped_params_key(tmp_path: Path, change: dict, fragment: str) -> None:
     params = write_params(tmp_path, tmp_path / "unused-data", **change)
@@ -474,5 +474,50 @@ def test_counts_must_be_positive(tmp_path: Path, section: str, key: str, value: 
 def test_seeds_must_be_non_negative(tmp_path: Path) -> None:
     from harness.config import ConfigError, load_params
     params = write_params(tmp_path, "unused", top={"seeds": [0, -2]})
-    with pytest.raises(ConfigError, match=r"seeds: expected a non-empty list of integers >= 0"):
+    with pytest.raises(ConfigError, match=r"params\.yaml: seeds\.1: expected a value >= 0, "
+                                          r"got -2"):
+        load_params(params)
+    with pytest.raises(ConfigError, match=r"seeds: expected at least 1 item"):
+        load_params(write_params(tmp_path, "unused", top={"seeds": []}))
+
+
+def test_every_settings_problem_is_one_line_naming_file_and_key(tmp_path: Path) -> None:
+    """pydantic reports all problems at once; each line names the file and the dotted key, an
+    unknown key in a nested block still gets the closest valid key, and the CLI prints each
+    on its own `error:` line (exit status 2)."""
+    from harness.config import ConfigError, load_params
+    params = write_params(tmp_path, "unused", profile={
+        "train": {"optimizer": "adam", "lr": 0, "kd": {"temprature": 2.0}},
+        "search": {"train_portion": 1.5, "C": "8"}})
+    with pytest.raises(ConfigError) as info:
+        load_params(params)
+    lines = info.value.problems
+    assert len(lines) == 5, lines
+    assert all(line.startswith(f"{params}: profiles.smoke.") for line in lines), lines
+    text = "\n".join(lines)
+    assert "train.optimizer: expected one of 'adamw' or 'sgd', got 'adam'" in text
+    assert "train.lr: expected a value > 0, got 0" in text
+    assert "train.kd: unknown key 'temprature'; did you mean 'temperature'?" in text
+    assert "search.train_portion: expected a value < 1, got 1.5" in text
+    assert "search.C: expected an integer, got '8'" in text
+    code, err = run_cli_inprocess(params, "search", "--method", "direct_bnas")
+    assert_user_error(code, err, "train.optimizer", "kd: unknown key 'temprature'")
+    assert err.count("error:") == 5
+
+
+def test_method_settings_are_checked_where_they_are_set(tmp_path: Path) -> None:
+    """A search method declares each setting and its range once (its Config); a bad value in
+    a per-method block or an ablation's `set` is reported under that key."""
+    from harness.config import ConfigError, load_params
+    params = write_params(tmp_path, "unused", profile={
+        "search": {"per_method": {"dcpnas": {"tau": 2.0, "second_order": "newton"}}}})
+    with pytest.raises(ConfigError) as info:
+        load_params(params)
+    text = "\n".join(info.value.problems)
+    assert "profiles.smoke.search.per_method.dcpnas.tau: expected a value <= 1, got 2.0" in text
+    assert "per_method.dcpnas.second_order: expected one of 'ggn', 'ggn_exact' or 'exact'" in text
+    params = write_params(tmp_path, "unused", top={"ablations": {
+        "dcpnas-x": {"method": "dcpnas", "table": "4.4", "set": {"distanse": "l1"}}}})
+    with pytest.raises(ConfigError, match=r"ablations\.dcpnas-x\.set: unknown key 'distanse'; "
+                                          r"did you mean 'distance'\?"):
         load_params(params)

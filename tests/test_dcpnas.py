@@ -520,5 +520,5 @@ def test_parent_every_one_is_the_default_step_and_resumes_exactly():
     d = make(seed=4, init_seed=5, parent_every=2)
     d.load_state_dict(torch.load(buf, weights_only=True))
     assert c.step(*data[1]) == d.step(*data[1])
-    with pytest.raises(ValueError, match="parent_every=0"):
+    with pytest.raises(ValueError, match=r"parent_every\s+Input should be greater than or equal to 1"):
         DCPNASConfig(parent_every=0)

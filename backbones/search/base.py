@@ -3,7 +3,8 @@
 The loop (``harness.engine.run_loop``) owns epochs, progress bars, checkpoints, resume and NaN
 checks; a method owns only what is specific to it: one ``step`` on a (train, val) batch pair,
 optional per-epoch work, its state, and the genotype it currently believes in.
-Each method declares a ``Config`` dataclass; the harness validates params.yaml against it.
+Each method declares a ``Config`` (a strict pydantic model: each setting's type and range is
+declared once, there); the harness validates params.yaml against it.
 """
 from __future__ import annotations
 
@@ -20,24 +21,25 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from backbones.genotypes import Genotype
+from backbones.settings import (Count, Fraction, NonNegativeFloat, PositiveFloat,
+                                Settings)
 
 Batch = tuple[Tensor, Tensor]
 
 
-@dataclass
-class CommonSearchConfig:
+class CommonSearchConfig(Settings):
     """Settings every supernet-based method shares (DARTS defaults, CIFAR-10)."""
-    C: int = 16
-    layers: int = 8
-    epochs: int = 50
-    w_lr: float = 0.025
-    w_lr_min: float = 0.001
-    w_momentum: float = 0.9
-    w_wd: float = 3e-4
-    arch_lr: float = 3e-4
-    arch_wd: float = 1e-3
-    grad_clip: float = 5.0
-    partial_channels: int = 1
+    C: Count = 16
+    layers: Count = 8
+    epochs: Count = 50
+    w_lr: PositiveFloat = 0.025
+    w_lr_min: NonNegativeFloat = 0.001
+    w_momentum: Fraction = 0.9
+    w_wd: NonNegativeFloat = 3e-4
+    arch_lr: PositiveFloat = 3e-4
+    arch_wd: NonNegativeFloat = 1e-3
+    grad_clip: NonNegativeFloat = 5.0     # 0: no clipping
+    partial_channels: Count = 1
 
 
 @dataclass
@@ -91,7 +93,7 @@ class SearchMethod(ABC):
     """One architecture search method. Subclasses set ``name`` and ``Config``."""
 
     name: ClassVar[str]
-    Config: ClassVar[type] = CommonSearchConfig
+    Config: ClassVar[type[Settings]] = CommonSearchConfig
     #: False for methods that do not look at data (random search): the loop then runs no epochs
     uses_data: ClassVar[bool] = True
 

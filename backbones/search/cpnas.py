@@ -49,8 +49,7 @@ number of epochs follows (``planned_epochs``). ``epochs`` of the common config i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -64,33 +63,35 @@ from backbones.evaluation import accuracy, evaluate
 from backbones.search.architect import cosine_lr, make_weight_optimizer, set_lr, weight_step
 from backbones.search.base import (Batch, CommonSearchConfig, SearchContext, SearchMethod,
                                    register_search_method)
+from backbones.settings import Count, NonNegativeFloat, NonNegativeInt
 from backbones.supernet import Supernet
 
+#: which Child kernel the kernel-level CP loss compares with the Parent's (child_kernel)
+CPKernel = Literal["binarized", "latent"]
 N_OPS = len(PRIMITIVES)
 NONE = PRIMITIVES.index("none")
 CELLS = ("normal", "reduce")
 
 
-@dataclass
 class CPNASConfig(CommonSearchConfig):
     #: beta_P of Eq. 4.15, z = beta_P (A_P - A_C) + A_C. The paper's value is not recoverable
     #: from the text (its ablation shows accuracy dropping for beta_P >= 2); 0.5 weighs Parent
     #: and Child accuracy equally. NOTE beta_P = 1 makes z = A_P (the Child would not matter).
-    beta_p: float = 0.5
+    beta_p: NonNegativeFloat = 0.5
     #: weight lambda of the kernel-level CP loss (lambda / 2 * sum of per-filter MSEs)
-    cp_weight: float = 1e-3
+    cp_weight: NonNegativeFloat = 1e-3
     #: "binarized": MSE(parent kernel, beta * sign(child kernel)); "latent": MSE to the latent w
-    cp_kernel: str = "binarized"
+    cp_kernel: CPKernel = "binarized"
     #: T of Algorithm 9: complete without-replacement sweeps per round (paper: unspecified)
-    sweeps_per_round: int = 1
+    sweeps_per_round: Count = 1
     #: cap on the samples (= epochs) of each sweep; 0 = no cap (every remaining op once)
-    samples_per_round: int = 0
+    samples_per_round: NonNegativeInt = 0
     #: cap on validation batches per Parent/Child evaluation; 0 = the whole loader
-    max_val_batches: int = 0
+    max_val_batches: NonNegativeInt = 0
     #: keep 'none' as a candidate (K = 8, 7 rounds; it never survives) or drop it up front
     include_none: bool = True
     #: ignored: the number of epochs is derived from the rounds (``planned_epochs``)
-    epochs: int = 35
+    epochs: Count = 35
 
 
 def kernel_cp_loss(pairs: list[tuple[Tensor, Tensor]]) -> Tensor:
@@ -161,11 +162,6 @@ class CPNAS(SearchMethod):
 
     def __init__(self, cfg: CPNASConfig, ctx: SearchContext) -> None:
         super().__init__(cfg, ctx)
-        if cfg.cp_kernel not in ("binarized", "latent"):
-            raise ValueError(f"cp_kernel must be 'binarized' or 'latent', got {cfg.cp_kernel!r}")
-        if cfg.sweeps_per_round < 1 or cfg.samples_per_round < 0 or cfg.max_val_batches < 0:
-            raise ValueError("sweeps_per_round must be >= 1, samples_per_round and "
-                             "max_val_batches >= 0")
         kw = dict(partial_channels=cfg.partial_channels)
         self.parent = Supernet(cfg.C, ctx.num_classes, cfg.layers, binary=False, **kw)
         self.child = Supernet(cfg.C, ctx.num_classes, cfg.layers, binary=True, **kw)

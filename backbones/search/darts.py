@@ -22,7 +22,6 @@ weights on the training batch; gradients averaged over ranks before every optimi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,6 +33,7 @@ from backbones.search.architect import make_arch_optimizer, make_weight_optimize
 from backbones.search.base import (Batch, CommonSearchConfig, SearchContext, SearchMethod,
                                    average_gradients, register_search_method)
 from backbones.search.direct import SupernetSearch
+from backbones.settings import Count, NonNegativeFloat, NonNegativeInt, PositiveFloat
 from backbones.supernet import SearchCell, Supernet
 
 
@@ -45,7 +45,6 @@ def _to(batch: Batch, device: torch.device) -> Batch:
 # ----------------------------------------------------------------------------------------
 # DARTS, first order
 # ----------------------------------------------------------------------------------------
-@dataclass
 class DartsConfig(CommonSearchConfig):
     """DARTS CIFAR-10 search settings (batch 64 is the data config's business)."""
 
@@ -66,10 +65,9 @@ class DARTS(SupernetSearch):
 # ----------------------------------------------------------------------------------------
 # DARTS, second order (unrolled)
 # ----------------------------------------------------------------------------------------
-@dataclass
 class Darts2ndConfig(CommonSearchConfig):
     #: finite-difference scale of Eq. 8: eps = fd_r / ||grad_w' L_val(w', alpha)|| (DARTS: 0.01)
-    fd_r: float = 0.01
+    fd_r: PositiveFloat = 0.01
 
 
 def _flat_norm(tensors: list[Tensor]) -> Tensor:
@@ -238,19 +236,18 @@ class EdgeNormSupernet(Supernet):
         return Genotype(cells[0], concat, cells[1], concat)
 
 
-@dataclass
 class PCDartsConfig(CommonSearchConfig):
     """PC-DARTS CIFAR-10 settings (their batch is 256: set it in the data config)."""
-    w_lr: float = 0.1
-    w_lr_min: float = 0.0
-    arch_lr: float = 6e-4
-    arch_wd: float = 1e-3
-    partial_channels: int = 4
+    w_lr: PositiveFloat = 0.1
+    w_lr_min: NonNegativeFloat = 0.0
+    arch_lr: PositiveFloat = 6e-4
+    arch_wd: NonNegativeFloat = 1e-3
+    partial_channels: Count = 4
     #: learnable per-edge beta, softmax over each node's inputs (PC-DARTS "edge normalization")
     edge_normalization: bool = True
     #: epochs that train only the weights before alpha/beta updates start (PC-DARTS: 15). Capped
     #: at total_epochs - 1 so a short (smoke) run still takes architecture steps.
-    arch_warmup_epochs: int = 15
+    arch_warmup_epochs: NonNegativeInt = 15
 
 
 @register_search_method

@@ -49,8 +49,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -64,12 +63,10 @@ from backbones.search.architect import (cosine_lr, make_arch_optimizer, make_wei
                                         set_lr, weight_step)
 from backbones.search.base import (Batch, CommonSearchConfig, SearchContext, SearchMethod,
                                    average_gradients, rank, register_search_method, world_size)
+from backbones.settings import Count, Fraction, NonNegativeFloat, PositiveFloat
 from backbones.supernet import Supernet
 
-CHILD_ARCH_BATCHES = ("val", "train")
 
-
-@dataclass
 class DCPNASConfig(CommonSearchConfig):
     """DCP-NAS settings on top of the common supernet ones (DARTS CIFAR-10 defaults).
 
@@ -84,7 +81,7 @@ class DCPNASConfig(CommonSearchConfig):
     #: decoupled optimization: psi~ updates and backtracking (Eqs. 4.50-4.53)
     decouple: bool = True
     #: D between the Child's architecture gradient and the tangent: fnorm | l1 | cosine
-    distance: str = "fnorm"
+    distance: tp.Distance = "fnorm"
     #: Hessian of G in dD/dalpha_hat: ggn (the Fisher estimated from ggn_samples label draws:
     #: one backward; the paper's approximation) | ggn_exact (the GGN product itself,
     #: deterministic: three backwards) | exact (the true Hessian: double backward).
@@ -92,62 +89,44 @@ class DCPNASConfig(CommonSearchConfig):
     #: costs 1.46x one with ggn, the same as ggn_exact, and gives the product Eq. 4.33 needs;
     #: the one-draw Fisher has cosine ~0.3 with the GGN and ~-0.1 with the Hessian (they differ
     #: where the Child does not yet match the Parent). Exact is the most accurate per ms: default.
-    second_order: str = "exact"
+    second_order: tp.SecondOrder = "exact"
     #: label draws per example for the Fisher estimate (each is one backward pass to alpha)
-    ggn_samples: int = 1
+    ggn_samples: Count = 1
     #: weight of L_R = ||w_hat - beta sign(w_hat)||^2, a sum over every binary weight (376 /
     #: 1415 / 4370 at init for C=4, 3 cells / C=8, 5 cells / C=16, 8 cells). Measured on C=8,
     #: 5 cells: at 5e-3, lambda_r L_R is 9-33x the KL *value* but its weight gradient is only
     #: 0.2-0.35x the KL gradient's norm, so L_R regularises while KL still drives the weights;
     #: 0.2 gives 8-14x and 5e3 (the book's "5e3" read literally) 2e5x the KL gradient: the
     #: clipped weight update is then pure L_R. Hence the exponent is -3.
-    lambda_r: float = 5e-3
+    lambda_r: NonNegativeFloat = 5e-3
     #: weight of D. D compares architecture gradients (|dG/dalpha_hat| ~ 4e-2 over 224 entries),
     #: so its gradient is small: measured on C=8, 5 cells, mu = 0.2 makes mu dD/dalpha_hat
     #: 8-20% of dKL/dalpha_hat (norms); 5e-3 gives 0.2-0.5% (no effect), 5e3 2000x (D alone
     #: steers alpha_hat).
-    mu: float = 0.2
+    mu: NonNegativeFloat = 0.2
     #: backtracking threshold: an op type is backtracked when at least this fraction of the M
     #: op types have a smaller weight norm R(w_m) (0.5 = the top half; 0 = all)
-    tau: float = 0.5
+    tau: Fraction = 0.5
     #: eta_1 of eta = eta_1 eta_2 in Eq. 4.52: the architecture learning rate of Eq. 4.49
     #: (None = arch_lr)
-    eta1: float | None = None
+    eta1: PositiveFloat | None = None
     #: eta_2 of eta = eta_1 eta_2: with psi~ ~ 1 and eta_1 = 3e-4 the backtracking adds about
     #: 3e-5 alpha^t per step, a ~2x drift of the backtracked alphas over a 50-epoch search
-    eta2: float = 0.1
+    eta2: NonNegativeFloat = 0.1
     #: step size of the psi~ update (Eq. 4.51). dL/dpsi~ = eta alpha^t dL/dalpha~ is ~3e-5 x
     #: 0.3 x 3e-3 ~ 3e-8 per entry and step, so 1e4 lets a consistent signal move psi~ by ~0.1
     #: per CIFAR epoch (390 steps), while step-to-step noise adds up to ~0.1 over a search
-    eta_psi: float = 1e4
+    eta_psi: NonNegativeFloat = 1e4
     #: initial value of psi~ (the paper does not say; 1 = backtrack by eta alpha^t at once)
-    psi_init: float = 1.0
+    psi_init: NonNegativeFloat = 1.0
     #: batch of the Child's architecture step: val (bi-level, as DARTS) | train (single pass)
-    child_arch_batch: str = "val"
+    child_arch_batch: Literal["val", "train"] = "val"
     #: the Parent's architecture and weight steps run every k-th step (1 = every step). §4.4's
     #: premise is that the real-valued Parent converges faster than the 1-bit Child, so it can
     #: be updated less often: on the other steps it only runs forward (no gradients) to give
     #: the Child its logits, the tangent of its last update is reused, and psi~ is not updated
     #: (Eq. 4.51 needs the Parent's gradient at the backtracked alpha~)
-    parent_every: int = 1
-
-    def __post_init__(self) -> None:
-        choices = {"distance": tp.DISTANCES, "second_order": tp.SECOND_ORDER,
-                   "child_arch_batch": CHILD_ARCH_BATCHES}
-        for key, allowed in choices.items():
-            value = getattr(self, key)
-            if value not in allowed:
-                raise ValueError(f"dcpnas: {key}={value!r}; expected one of "
-                                 f"{', '.join(allowed)}")
-        if not 0.0 <= self.tau <= 1.0:
-            raise ValueError(f"dcpnas: tau={self.tau} must lie in [0, 1] (a rank fraction)")
-        if self.ggn_samples < 1:
-            raise ValueError(f"dcpnas: ggn_samples={self.ggn_samples} must be >= 1")
-        if self.parent_every < 1:
-            raise ValueError(f"dcpnas: parent_every={self.parent_every} must be >= 1")
-        for key in ("lambda_r", "mu", "eta2", "eta_psi", "psi_init"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"dcpnas: {key}={getattr(self, key)} must be >= 0")
+    parent_every: Count = 1
 
 
 @contextlib.contextmanager

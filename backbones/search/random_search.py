@@ -2,18 +2,17 @@
 It looks at no data, so its search cost is the cost of drawing it."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from backbones.genotypes import Genotype, random_genotype
 from backbones.search.base import Batch, SearchContext, SearchMethod, register_search_method
+from backbones.settings import Settings
 
 
-@dataclass
-class RandomConfig:
-    pass
+class RandomConfig(Settings):
+    """No settings: the genotype depends on the run's seed only."""
 
 
 @register_search_method

@@ -25,6 +25,7 @@ both d G / d alpha_hat and d f~ / d alpha are ascent directions and D compares l
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +35,10 @@ from backbones.binary import OFFICIAL_BIN, BinaryConv2d
 from backbones.operations import PRIMITIVES
 from backbones.supernet import Supernet, kernel_norm, op_norm
 
-DISTANCES: tuple[str, ...] = ("fnorm", "l1", "cosine")
-SECOND_ORDER: tuple[str, ...] = ("ggn", "ggn_exact", "exact")
+Distance = Literal["fnorm", "l1", "cosine"]
+SecondOrder = Literal["ggn", "ggn_exact", "exact"]
+DISTANCES: tuple[str, ...] = get_args(Distance)
+SECOND_ORDER: tuple[str, ...] = get_args(SecondOrder)
 
 Tensors = Sequence[Tensor]
 

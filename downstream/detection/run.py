@@ -34,6 +34,7 @@ import torch
 from backbones.atomic import CheckpointError, atomic_write_json
 from backbones.genotypes import GenotypeError
 from backbones.registry import UnknownBackboneError
+from harness.records import DetectRecord, write_record
 
 METRICS_FILE = "metrics.json"
 TIME_FILE = "train_time.json"
@@ -355,31 +356,22 @@ def run_detection(backbone: str, *, config: str | os.PathLike[str], work_dir: Pa
     train_dataset = cfg.train_dataloader.dataset
     while "dataset" in train_dataset:  # RepeatDataset / ClassBalancedDataset wrappers
         train_dataset = train_dataset.dataset
-    result: dict[str, Any] = {
-        "stage": "detect",
-        "method": method or _label(backbone),
-        "seed": int(seed),
-        "detector": cfg.get("detector_name") or _DETECTORS.get(cfg.model.type,
-                                                               str(cfg.model.type).lower()),
-        "dataset": cfg.get("dataset_name") or str(train_dataset.get("type", "unknown")),
+    record = DetectRecord(
+        method=method or _label(backbone), seed=int(seed),
+        detector=cfg.get("detector_name") or _DETECTORS.get(cfg.model.type,
+                                                            str(cfg.model.type).lower()),
+        dataset=cfg.get("dataset_name") or str(train_dataset.get("type", "unknown")),
         **extract_bbox_metrics(metrics),
-        "train_seconds": round(hook.train_seconds(max_ep), 2),
-        "wall_seconds": round(wall, 2),
-        "device": device,
-        "device_kind": kind,
-        "profile": profile,
-        "epochs": max_ep,
-        "backbone": backbone,
-        "backbone_kwargs": _jsonable(cfg.model.backbone.backbone_kwargs),
-        "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint),
-        "config": str(config),
-        **filled,
-        "raw_metrics": {k: v for k, v in ((k, _jsonable(v)) for k, v in metrics.items())
-                        if isinstance(v, (int, float, str)) or v is None},
-    }
+        train_seconds=round(hook.train_seconds(max_ep), 2), wall_seconds=round(wall, 2),
+        device=device, device_kind=kind, profile=profile, epochs=max_ep, backbone=backbone,
+        backbone_kwargs=_jsonable(cfg.model.backbone.backbone_kwargs),
+        init_checkpoint=None if init_checkpoint is None else str(init_checkpoint),
+        config=str(config), **filled,
+        raw_metrics={k: v for k, v in ((k, _jsonable(v)) for k, v in metrics.items())
+                     if isinstance(v, (int, float, str)) or v is None})
     if is_main_process():
-        atomic_write_json(work_dir / METRICS_FILE, result)
-    return result
+        write_record(work_dir / METRICS_FILE, record)
+    return record.model_dump()
 
 
 def _init_cpu_distributed(launcher: str) -> None:

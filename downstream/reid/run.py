@@ -38,8 +38,9 @@ import numpy as np
 import torch
 import yaml
 
-from backbones.atomic import CheckpointError, atomic_torch_save, atomic_write_json, safe_torch_load
+from backbones.atomic import CheckpointError, atomic_torch_save, safe_torch_load
 from downstream.init_from_classifier import file_sha256
+from harness.records import ReidRecord, write_record
 from downstream.reid.data import check_reid_data_root
 from downstream.reid.model import build_reid_model, count_parameters, describe_kwargs
 
@@ -276,20 +277,19 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
         if engine.writer is not None:
             engine.writer.close()
 
-    metrics = {
-        "stage": "reid", "method": method or backbone, "seed": seed,
-        "dataset": dataset_label or dataset,
-        "loss": loss, "mAP": result["mAP"], "rank1": result["rank1"], "rank5": result["rank5"],
-        "rank10": result["rank10"], "train_seconds": round(train_seconds, 3),
-        "device": torch.cuda.get_device_name(0) if use_gpu else "cpu",
-        "device_kind": "gpu" if use_gpu else "cpu", "profile": profile,
+    record = ReidRecord(
+        method=method or backbone, seed=seed, dataset=dataset_label or dataset, loss=loss,
+        mAP=result["mAP"], rank1=result["rank1"], rank5=result["rank5"],
+        rank10=result["rank10"], train_seconds=round(train_seconds, 3),
+        device=torch.cuda.get_device_name(0) if use_gpu else "cpu",
+        device_kind="gpu" if use_gpu else "cpu", profile=profile,
         # descriptive extras
-        "backbone": backbone, "max_epoch": max_epoch, "num_params": count_parameters(model),
-        "num_train_ids": int(datamanager.num_train_pids), "num_query": result["num_query"],
-        "num_gallery": result["num_gallery"],
-        "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint),
-    }
-    atomic_write_json(work_dir / "metrics.json", metrics)
+        backbone=backbone, max_epoch=max_epoch, num_params=count_parameters(model),
+        num_train_ids=int(datamanager.num_train_pids), num_query=result["num_query"],
+        num_gallery=result["num_gallery"],
+        init_checkpoint=None if init_checkpoint is None else str(init_checkpoint))
+    write_record(work_dir / "metrics.json", record)
+    metrics = record.model_dump()
     log(f"[reid] {metrics['method']} {metrics['dataset']} {loss}: mAP {metrics['mAP']:.1f} "
         f"rank1 {metrics['rank1']:.1f} ({train_seconds:.1f}s training) -> "
         f"{work_dir / 'metrics.json'}")

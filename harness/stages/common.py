@@ -14,6 +14,7 @@ from backbones.atomic import atomic_write_json
 from harness import dist_utils
 from harness.config import Params
 from harness.data import DataConfig
+from harness.records import RecordBase, write_record
 
 
 class OutputError(OSError):
@@ -52,16 +53,19 @@ def data_config(params: Params, batch_size: int) -> DataConfig:
                       train_subset=d.train_subset, test_subset=d.test_subset)
 
 
-def common_metrics(params: Params, stage: str, method: str, seed: int,
-                   device_desc: str, device_kind: str) -> dict[str, Any]:
-    return {"stage": stage, "method": method, "seed": seed, "profile": params.profile,
+def common_metrics(params: Params, method: str, seed: int, device_desc: str,
+                   device_kind: str) -> dict[str, Any]:
+    """The fields of ``harness.records.RecordBase`` every stage's record starts from."""
+    return {"method": method, "seed": seed, "profile": params.profile,
             "dataset": params.active.data.name, "device": device_desc,
             "device_kind": device_kind, "world_size": dist_utils.world_size()}
 
 
-def write_metrics(path: Path, metrics: dict[str, Any]) -> None:
+def write_metrics(path: Path, record: RecordBase) -> dict[str, Any]:
+    """Write the record (main rank only) and return it as a plain dict for the caller."""
     if dist_utils.is_main():
-        atomic_write_json(path, metrics)
+        write_record(path, record)
+    return record.model_dump()
 
 
 #: Set to a folder to make every rank write ``<folder>/<stage>.rank<k>.json`` at the end of a

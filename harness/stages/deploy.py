@@ -28,6 +28,7 @@ from backbones.genotypes import PUBLISHED, Genotype
 from harness.config import Params
 from harness.costs import model_cost
 from harness.deploy_bench import ENGINES, EngineJob, all_threads, measure_engines
+from harness.records import DeployRecord, read_record
 from harness.openvino_ir import (DeployError, OPENVINO_VERSION, check_binary_runtime,
                                  compile_ir, convert, require_openvino, rewrite_binary_convs,
                                  save_ir)
@@ -59,8 +60,8 @@ def _paper_size_record(params: Params, name: str, seed: int) -> dict[str, Any]:
     else:
         raise DeployError(f"--paper-size {name!r}: not a published cell "
                           f"({', '.join(PUBLISHED)}) and no searched genotype at {searched}")
-    cfg = copy.copy(params.active.train)
-    cfg.C, cfg.layers, cfg.stem = size.C, size.layers, size.stem
+    cfg = params.active.train.model_copy(
+        update={"C": size.C, "layers": size.layers, "stem": size.stem})
     return arch_record(genotype, cfg, size.num_classes)
 
 
@@ -231,29 +232,20 @@ def run_deploy(params: Params, name: str, seed: int, *, paper_size: bool = False
                 / engines["binary_ir"][f"latency_{label_}"]["median_ms"])
 
     train_metrics = run_dir(params, "train", name, seed) / "metrics.json"
-    method = name
-    if not paper_size and train_metrics.is_file():
-        import json
-        try:
-            method = str(json.loads(train_metrics.read_text()).get("method", name))
-        except (OSError, ValueError):
-            pass
-    metrics = common_metrics(params, "deploy", method, seed, f"cpu:{cpu_model()}", "cpu")
-    metrics.update({
-        "run": label, "backbone": name, "paper_size": paper_size,
-        "trained": checkpoint is not None,
-        "checkpoint": str(checkpoint) if checkpoint else None,
-        "input_shape": list(shape), "openvino_version": ov.__version__,
-        "cpu_model": cpu_model(), "threads_all": all_threads(),
-        "binary_capable_convs": len(capable), "binary_convs": len(rewrite.binary_convs),
-        "kept_fp32": rewrite.kept_fp32, "runtime_binary_kernels": kernels,
-        "params_m": cost.params_m, "flops_m": cost.flops_m, "bops_m": cost.bops_m,
-        "ops_m": cost.ops_m, "fp_ops_m": fp_ops,
-        "predicted_speedup": fp_ops / cost.ops_m if cost.ops_m else None,
-        "measured_speedup_1t": speedup("1t"), "measured_speedup_all": speedup("all"),
-        "agreement": agree, "engines": engines,
-    })
-    write_metrics(out / "metrics.json", metrics)
+    method = read_record(train_metrics).method if not paper_size and train_metrics.is_file() \
+        else name
+    result = DeployRecord(
+        **common_metrics(params, method, seed, f"cpu:{cpu_model()}", "cpu"),
+        run=label, backbone=name, paper_size=paper_size, trained=checkpoint is not None,
+        checkpoint=str(checkpoint) if checkpoint else None, input_shape=list(shape),
+        openvino_version=ov.__version__, cpu_model=cpu_model(), threads_all=all_threads(),
+        binary_capable_convs=len(capable), binary_convs=len(rewrite.binary_convs),
+        kept_fp32=rewrite.kept_fp32, runtime_binary_kernels=kernels,
+        params_m=cost.params_m, flops_m=cost.flops_m, bops_m=cost.bops_m, ops_m=cost.ops_m,
+        fp_ops_m=fp_ops, predicted_speedup=fp_ops / cost.ops_m,
+        measured_speedup_1t=speedup("1t"), measured_speedup_all=speedup("all"),
+        agreement=agree, engines=engines)
+    metrics = write_metrics(out / "metrics.json", result)
     if OPENVINO_VERSION not in ov.__version__:
         console.print(f"[yellow]note:[/] openvino {ov.__version__} (verified with "
                       f"{OPENVINO_VERSION})")

@@ -5,7 +5,6 @@ device, peak memory, final alpha) and checkpoint.pt (per epoch; a re-run resumes
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -19,6 +18,7 @@ from backbones.search.base import SearchContext, SearchMethod, get_search_method
 from harness import dist_utils
 from harness.accel import compile_modules, setup_device
 from harness.config import Params, method_config
+from harness.records import SearchRecord
 from harness.costs import device_info, peak_memory_mb, reset_peak_memory, run_cost
 from harness.data import build_search_loaders, infer_num_classes
 from harness.engine import fingerprint, run_loop, set_loader_epoch
@@ -111,7 +111,9 @@ def run_search(params: Params, method: str, seed: int, *,
         ablation_tag = {"name": ablation, "table": abl.table, "label": abl.label, **abl.set}
     name = search_run_name(method, ablation)
     method_cls = get_search_method(method)
-    cfg = method_config(method_cls, params.active.search, extra, params.source)
+    cfg = method_config(method_cls, params.active.search, extra, params.source,
+                        search_at=f"profiles.{params.profile}.search",
+                        extra_at=f"ablations.{ablation}.set")
     out = run_dir(params, "search", name, seed)
     if dist_utils.is_main():
         ensure_writable(out)
@@ -148,16 +150,13 @@ def run_search(params: Params, method: str, seed: int, *,
     desc, kind = device_info(device)
     cost, unit = run_cost(seconds, kind, dist_utils.world_size())
     peak, peak_kind = peak_memory_mb(device)
-    metrics = common_metrics(params, "search", method, seed, desc, kind)
-    metrics.update({
-        "run": name, "ablation": ablation_tag, "search_seconds": seconds,
-        "search_cost_value": cost, "search_cost_unit": unit, "peak_memory_mb": peak,
-        "peak_memory_kind": peak_kind, "epochs": epochs, "genotype": "genotype.json",
-        "alphas": searcher.alphas(), "resumed_from_epoch": resumed,
-        "config": dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else {},
-        "compiled_modules": compiled,
-        "final": history[-1] if history else {}, "history": history,
-    })
+    record = SearchRecord(
+        **common_metrics(params, method, seed, desc, kind),
+        run=name, ablation=ablation_tag, search_seconds=seconds,
+        search_cost_value=cost, search_cost_unit=unit, peak_memory_mb=peak,
+        peak_memory_kind=peak_kind, epochs=epochs, genotype="genotype.json",
+        alphas=searcher.alphas(), resumed_from_epoch=resumed, config=cfg.model_dump(),
+        compiled_modules=compiled, final=history[-1] if history else {}, history=history)
     debug_dump("search", {
         "genotype": genotype.to_dict(), "alphas": searcher.alphas(),
         "weights_digest": param_digest(*searcher.modules()),
@@ -166,6 +165,6 @@ def run_search(params: Params, method: str, seed: int, *,
         "val_indices": sampler_indices(val_loader)})
     if dist_utils.is_main():
         atomic_write_text(out / "genotype.json", genotype.to_json())
-    write_metrics(out / "metrics.json", metrics)
+    metrics = write_metrics(out / "metrics.json", record)
     dist_utils.barrier()
     return metrics

@@ -30,6 +30,7 @@ from harness.config import ConfigError, KDSection, Params, TrainSection
 from harness.costs import device_info, model_cost, run_cost
 from harness.data import build_train_loaders
 from harness.engine import fingerprint, run_loop, set_loader_epoch
+from harness.records import RecordError, SearchRecord, TrainRecord, read_record
 from harness.stages.common import (common_metrics, data_config, debug_dump, ensure_writable,
                                    param_digest, run_dir, sampler_indices, seed_everything,
                                    write_metrics)
@@ -243,8 +244,7 @@ def _build_teacher(kd: KDSection, genotype: Genotype | None, cfg: TrainSection,
         if not hasattr(torchvision.models, name):
             raise ConfigError(f"train.kd.teacher: torchvision has no model {name!r}")
         return getattr(torchvision.models, name)(num_classes=num_classes)
-    raise ConfigError(f"train.kd.teacher: unknown teacher {kd.teacher!r}; expected 'none', "
-                      f"'real_nas' or 'torchvision:<model name>'")
+    raise AssertionError(f"kd.teacher {kd.teacher!r} passed KDSection's pattern")
 
 
 def _build_cp_parent(cfg: TrainSection, genotype: Genotype | None, net: nn.Module,
@@ -254,9 +254,6 @@ def _build_cp_parent(cfg: TrainSection, genotype: Genotype | None, net: nn.Modul
     cp = cfg.cp_loss
     if cp.weight == 0 and cp.compact_weight == 0:
         return None
-    if cp.kernel not in ("binarized", "latent"):
-        raise ConfigError(f"train.cp_loss.kernel: expected 'binarized' or 'latent', got "
-                          f"{cp.kernel!r}")
     if genotype is None:
         raise ConfigError("train.cp_loss: the CP loss needs a genotype (a search run or a "
                           "published cell) for its real-valued Parent; this is a reference "
@@ -359,29 +356,23 @@ def run_train(params: Params, name: str, seed: int, *,
     cost = model_cost(net, in_size)
     desc, kind = device_info(device)
     value, unit = run_cost(total_seconds, kind, world)
-    searched_with = {} if published else _search_metrics(search_metrics_path)
+    searched_with = None if published else _search_record(search_metrics_path)
     # the official scripts report the best test epoch; the final epoch is what a run ends with
     last_phase = [h for h in history if h.get("phase", 0.0) == history[-1].get("phase", 0.0)] \
         if history else []
     best = max(last_phase, key=lambda h: h.get("top1", float("-inf"))) if last_phase else {}
-    metrics = common_metrics(params, "train", str(searched_with.get("method", name)), seed,
-                             desc, kind)
-    metrics.update({
-        "run": name, "ablation": searched_with.get("ablation"), "top1": top1, "top5": top5,
-        "params_m": cost.params_m, "flops_m": cost.flops_m, "bops_m": cost.bops_m,
-        "ops_m": cost.ops_m, "memory_mbit": cost.memory_mbit, "train_seconds": total_seconds,
-        "train_cost_value": value, "train_cost_unit": unit, "epochs": cfg.epochs * len(steps),
-        "kd_teacher": cfg.kd.teacher, "two_step": cfg.two_step, "resumed_from_epoch": resumed,
-        "history": history, "binarizer": cfg.binarizer,
-        "best_top1": best.get("top1"), "best_top5": best.get("top5"),
-        "best_epoch": int(best["epoch"]) if "epoch" in best else None,
-        "genotype": (f"published:{name}" if published else None if reference
-                     else str(searched)),
-    })
-    if cfg.size:
-        metrics["size"] = cfg.size
-    elif published and name == "dcpnas_l":
-        metrics["size"] = "L"
+    size = cfg.size or ("L" if published and name == "dcpnas_l" else None)
+    result = TrainRecord(
+        **common_metrics(params, searched_with.method if searched_with else name, seed, desc,
+                         kind),
+        run=name, ablation=searched_with.ablation if searched_with else None, top1=top1, top5=top5,
+        params_m=cost.params_m, flops_m=cost.flops_m, bops_m=cost.bops_m, ops_m=cost.ops_m,
+        memory_mbit=cost.memory_mbit, train_seconds=total_seconds, train_cost_value=value,
+        train_cost_unit=unit, epochs=cfg.epochs * len(steps), kd_teacher=cfg.kd.teacher,
+        two_step=cfg.two_step, resumed_from_epoch=resumed, history=history,
+        binarizer=cfg.binarizer, best_top1=best.get("top1"), best_top5=best.get("top5"),
+        best_epoch=int(best["epoch"]) if "epoch" in best else None, size=size,
+        genotype=(f"published:{name}" if published else None if reference else str(searched)))
     debug_dump("train", {
         "model_wrapper": type(model).__name__, "weights_digest": param_digest(net),
         "train_sampler": type(train_loader.sampler).__name__,
@@ -390,7 +381,7 @@ def run_train(params: Params, name: str, seed: int, *,
     if dist_utils.is_main():
         atomic_torch_save({"model": net.state_dict(), "arch": record}, out / "model.pt")
         _write_history_csv(out / "history.csv", history)
-    write_metrics(out / "metrics.json", metrics)
+    metrics = write_metrics(out / "metrics.json", result)
     dist_utils.barrier()
     return metrics
 
@@ -405,9 +396,13 @@ def _write_history_csv(path: Path, history: list[dict[str, float]]) -> None:
     atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-def _search_metrics(path: Path) -> dict[str, Any]:
-    import json
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
+def _search_record(path: Path) -> SearchRecord | None:
+    """The search run's record next to its genotype (method and ablation of the retrained
+    cell), or None when the genotype came without one (``--genotype``, reference backbones)."""
+    if not path.is_file():
+        return None
+    record = read_record(path)
+    if not isinstance(record, SearchRecord):
+        raise RecordError([f"{path}: expected the metrics of a search run, found stage "
+                           f"{record.stage!r}"])
+    return record

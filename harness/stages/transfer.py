@@ -7,7 +7,6 @@ The runners live in ``downstream/``; this module resolves names and settings onl
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,27 +14,8 @@ from rich.console import Console
 
 from backbones.atomic import safe_torch_load, storage_errors
 from backbones.registry import UnknownBackboneError, _ensure_builtin_registered, list_backbones
-from harness.config import Params, build_dataclass
+from harness.config import Params
 from harness.stages.common import ensure_writable, run_dir
-
-
-@dataclass
-class DetectSection:
-    """profiles.<name>.detect"""
-    config: str = "downstream/configs/detection/faster-rcnn_harness_fpn_smoke.py"
-    data_root: str = "data/smoke/coco"
-    max_epochs: int | None = None
-    backbone_kwargs: dict[str, Any] = field(default_factory=lambda: {"stem": "imagenet"})
-    cfg_options: dict[str, Any] = field(default_factory=dict)
-    launcher: str = "none"           # "pytorch" under torchrun (mmengine's launcher)
-
-
-@dataclass
-class ReidSection:
-    """profiles.<name>.reid (``overrides`` are run_reid keyword arguments)."""
-    config: str = "downstream/configs/reid/smoke.yaml"
-    data_root: str = "data/smoke/reid"
-    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_backbone(params: Params, name: str, seed: int,
@@ -67,8 +47,7 @@ def run_transfer(params: Params, *, task: str, backbone: str, seed: int = 0,
     console.print(f"{task}: backbone {spec}"
                   + (f" initialised from {init}" if init else " (random init)"))
     if task == "detection":
-        d = build_dataclass(DetectSection, prof.detect, f"{params.source}: profiles."
-                            f"{params.profile}.detect")
+        d = prof.detect
         from downstream.detection.run import run_detection
         with storage_errors(work):   # mmengine writes its work dir itself
             metrics = run_detection(spec, config=d.config, work_dir=work, data_root=Path(d.data_root),
@@ -79,8 +58,7 @@ def run_transfer(params: Params, *, task: str, backbone: str, seed: int = 0,
         console.print(f"[green]detection {label}: bbox mAP {metrics.get('bbox_mAP')} "
                       f"mAP@50 {metrics.get('bbox_mAP_50')}")
         return metrics
-    r = build_dataclass(ReidSection, prof.reid, f"{params.source}: profiles."
-                        f"{params.profile}.reid")
+    r = prof.reid
     from downstream.reid.config import load_reid_config
     from downstream.reid.run import run_reid
     kwargs = load_reid_config(r.config, **r.overrides)
