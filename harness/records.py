@@ -226,10 +226,9 @@ class RecordError(ValueError):
         self.problems = problems
 
 
-def _problem(err: Any, where: str, stage: str | None) -> str:
+def _problem(err: Any, where: str) -> str:
     loc = [str(p) for p in err["loc"]]
-    if loc and stage and loc[0] == stage:          # the union's tag
-        loc = loc[1:]
+    stage = loc.pop(0) if loc and loc[0] in STAGES else None    # the union's tag
     key = ".".join(loc)
     kind = err["type"]
     if kind == "json_invalid":
@@ -261,12 +260,7 @@ def parse_record(text: str | bytes, where: str) -> RecordBase:
     try:
         return _ADAPTER.validate_json(text)
     except ValidationError as exc:
-        try:
-            stage = json.loads(text).get("stage")
-        except (ValueError, AttributeError):
-            stage = None
-        stage = stage if isinstance(stage, str) else None
-        raise RecordError([_problem(e, where, stage) for e in exc.errors()]) from None
+        raise RecordError([_problem(e, where) for e in exc.errors()]) from None
 
 
 def read_record(path: str | Path) -> RecordBase:
