@@ -2,7 +2,7 @@
 """Time one search step of every search method on the same supernet size and batch, and a
 retraining step of the final 1-bit network.
 
-    python benchmarks/bench_search_step.py --C 8 --layers 5 --batch 8 --size 32 --repeats 5
+    python benchmarks/bench_search_step.py --C 8 --layers 5 --batch 8 --size 32 --repeats 8
     python benchmarks/bench_search_step.py --compile     # also eager vs torch.compile
     python benchmarks/bench_search_step.py --device cuda # images/s and peak GPU memory
 
@@ -11,8 +11,9 @@ Rows are methods or variants, ``method:key=value,...`` (e.g. ``dcpnas:parent_eve
 
 Each method runs in its own subprocess (so that its peak memory is its own): build the method,
 ``begin_epoch(0, planned_epochs)``, ``--warmup`` untimed steps, then ``--repeats`` timed steps on
-one fixed random batch (train batch = val batch shape). Reported: the median (and min) ms per
-``step`` and the peak memory: the process's peak RSS on CPU (``resource.getrusage``; it includes
+one fixed random batch (train batch = val batch shape). Reported: the mean, median and min ms
+per ``step`` (ratios use the mean: a ``parent_every: k`` variant is periodic, so 8 repeats after
+2 warm-up steps cover whole periods for k = 1, 2, 4) and the peak memory: the process's peak RSS on CPU (``resource.getrusage``; it includes
 the ~few hundred MiB of the imported libraries, so the import baseline is shown too) or
 ``torch.cuda.max_memory_allocated`` on GPU.
 
@@ -327,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers", type=int, default=5)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--size", type=int, default=32, help="input height = width")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=8,
+                   help="timed steps (a multiple of every parent_every in the rows)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps (>= 1; the first "
                    "is reported separately: it includes torch.compile's compilation)")
     p.add_argument("--retrain-batch", type=int, default=32, help="batch of the retrain rows")
