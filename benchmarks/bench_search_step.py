@@ -274,7 +274,7 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         from rich.markup import escape
         for row in body:   # "DCP-NAS [parent_every=2]" is not markup
             table.add_row(*(escape(str(c)) for c in row))
-        Console().print(table)
+        Console(width=max(160, Console().width)).print(table)   # whole rows in logs too
     mem_kind = next((r["memory_kind"] for r in rows if "memory_kind" in r), "")
     if mem_kind == "peak RSS":
         print("peak MiB: process peak RSS (in brackets: above the import baseline)")
