@@ -32,8 +32,8 @@ from pydantic import BaseModel, Field, PrivateAttr, StringConstraints, Validatio
 from backbones.binary import Binarizer
 from backbones.search.base import CommonSearchConfig
 from backbones.search.cpnas import CPKernel
-from backbones.settings import (Count, NonNegativeFloat, NonNegativeInt, PositiveFloat,
-                                Settings, describe_error)
+from backbones.settings import (Count, Fraction, NonNegativeFloat, NonNegativeInt,
+                                PositiveFloat, Settings, describe_error)
 
 
 class ConfigError(ValueError):
@@ -170,7 +170,7 @@ class KDSection(Settings):
     teacher_checkpoint: str | None = None  # trained here for teacher_epochs when absent
     teacher_epochs: Count = 1
     temperature: PositiveFloat = 1.0
-    weight: Annotated[float, Field(ge=0, le=1)] = 1.0  # loss = (1 - weight) CE + weight KL
+    weight: Fraction = 1.0             # loss = (1 - weight) CE + weight KL
 
 
 class TrainSection(Settings):
@@ -183,7 +183,7 @@ class TrainSection(Settings):
     lr: PositiveFloat = 1e-3           # scaled by batch_size * world_size / lr_scale_batch
     lr_scale_batch: Count = 512
     weight_decay: NonNegativeFloat = 1e-5
-    momentum: Annotated[float, Field(ge=0, le=1)] = 0.9
+    momentum: Fraction = 0.9
     label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0
     grad_clip: NonNegativeFloat = 0.0  # 0: none (official recipe)
     lr_min: NonNegativeFloat = 0.0     # cosine schedule floor (official: 1e-5)

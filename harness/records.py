@@ -22,17 +22,15 @@ from pydantic import (BaseModel, ConfigDict, Field, StringConstraints, TypeAdapt
                       ValidationError, field_validator, model_serializer, model_validator)
 
 from backbones.atomic import atomic_write_text
-from backbones.settings import describe_error
+from backbones.settings import Count, NonNegativeFloat, NonNegativeInt, describe_error
 
-STAGES = ("search", "train", "detect", "reid", "deploy")
 COST_UNITS = {"cpu": "CPU-hours", "gpu": "GPU-days"}
 DISTANCE_ALIASES = {"fnorm": "fnorm", "f-norm": "fnorm", "f_norm": "fnorm", "frobenius": "fnorm",
                     "fro": "fnorm", "l2": "fnorm", "l1": "l1", "cosine": "cosine", "cos": "cosine"}
 
 Name = Annotated[str, StringConstraints(pattern=r"\S")]       # a non-blank string
-Amount = Annotated[float, Field(ge=0)]                          # seconds, costs, sizes, OPs
+Amount = NonNegativeFloat                                       # seconds, costs, sizes, OPs
 Percent = Annotated[float, Field(ge=0, le=100)]
-Count = Annotated[int, Field(ge=0)]
 CostUnit = Literal["CPU-hours", "GPU-days"]
 
 
@@ -83,13 +81,17 @@ class RecordBase(_Record):
     device_kind: Literal["cpu", "gpu"]
     ablation: AblationTag | None = None
     run: str | None = None
-    world_size: Annotated[int, Field(ge=1)] | None = None
+    world_size: Count | None = None
 
-    def _unit_matches(self, key: str) -> None:
-        unit = getattr(self, key)
-        if unit != COST_UNITS[self.device_kind]:
+    @model_validator(mode="after")
+    def _cost_unit_matches_device(self) -> RecordBase:
+        """search_cost_unit / train_cost_unit (the stages that record a cost) vs device_kind."""
+        key = f"{getattr(self, 'stage', '')}_cost_unit"
+        unit = getattr(self, key, None)
+        if unit is not None and unit != COST_UNITS[self.device_kind]:
             raise ValueError(f"{key} {unit!r} does not match device_kind {self.device_kind!r} "
                              f"(expected {COST_UNITS[self.device_kind]!r})")
+        return self
 
 
 class SearchRecord(RecordBase):
@@ -98,21 +100,16 @@ class SearchRecord(RecordBase):
     search_cost_value: Amount
     search_cost_unit: CostUnit
     peak_memory_mb: Amount
-    epochs: Count
+    epochs: NonNegativeInt
     genotype: Name
     supernet_top1: Percent | None = None
     peak_memory_kind: str | None = None
     alphas: dict[str, Any] = Field(default_factory=dict)
     resumed_from_epoch: int | None = None
     config: dict[str, Any] = Field(default_factory=dict)
-    compiled_modules: Count = 0
+    compiled_modules: NonNegativeInt = 0
     final: dict[str, Any] = Field(default_factory=dict)
     history: list[dict[str, Any]] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _unit(self) -> SearchRecord:
-        self._unit_matches("search_cost_unit")
-        return self
 
 
 class TrainRecord(RecordBase):
@@ -127,23 +124,18 @@ class TrainRecord(RecordBase):
     train_seconds: Amount
     train_cost_value: Amount
     train_cost_unit: CostUnit
-    epochs: Count
+    epochs: NonNegativeInt
     #: DCP-NAS-S / DCP-NAS-L: which paper model a run stands for (used by the claims)
     size: Literal["S", "L"] | None = None
     best_top1: Percent | None = None
     best_top5: Percent | None = None
-    best_epoch: Count | None = None
+    best_epoch: NonNegativeInt | None = None
     binarizer: str | None = None
     kd_teacher: str | None = None
     two_step: bool | None = None
     resumed_from_epoch: dict[str, int | None] = Field(default_factory=dict)
     history: list[dict[str, Any]] = Field(default_factory=list)
     genotype: str | None = None
-
-    @model_validator(mode="after")
-    def _unit(self) -> TrainRecord:
-        self._unit_matches("train_cost_unit")
-        return self
 
 
 class DetectRecord(RecordBase):
@@ -154,7 +146,7 @@ class DetectRecord(RecordBase):
     metric: str | None = None
     train_seconds: Amount | None = None
     wall_seconds: Amount | None = None
-    epochs: Count | None = None
+    epochs: NonNegativeInt | None = None
     backbone: str | None = None
     backbone_kwargs: dict[str, Any] = Field(default_factory=dict)
     init_checkpoint: str | None = None
@@ -174,11 +166,11 @@ class ReidRecord(RecordBase):
     rank10: Percent
     train_seconds: Amount | None = None
     backbone: str | None = None
-    max_epoch: Count | None = None
-    num_params: Count | None = None
-    num_train_ids: Count | None = None
-    num_query: Count | None = None
-    num_gallery: Count | None = None
+    max_epoch: NonNegativeInt | None = None
+    num_params: NonNegativeInt | None = None
+    num_train_ids: NonNegativeInt | None = None
+    num_query: NonNegativeInt | None = None
+    num_gallery: NonNegativeInt | None = None
     init_checkpoint: str | None = None
 
 
@@ -188,8 +180,8 @@ class DeployRecord(RecordBase):
     backbone: Name
     paper_size: bool
     trained: bool
-    binary_convs: Count
-    binary_capable_convs: Count
+    binary_convs: NonNegativeInt
+    binary_capable_convs: NonNegativeInt
     ops_m: Amount
     fp_ops_m: Amount
     predicted_speedup: Amount
@@ -198,7 +190,7 @@ class DeployRecord(RecordBase):
     agreement: dict[str, Any]
     engines: dict[str, Any]
     cpu_model: Name
-    threads_all: Annotated[int, Field(ge=1)]
+    threads_all: Count
     checkpoint: str | None = None
     input_shape: list[int] = Field(default_factory=list)
     openvino_version: str | None = None
@@ -209,11 +201,11 @@ class DeployRecord(RecordBase):
     bops_m: Amount | None = None
 
 
-Record = Annotated[Union[SearchRecord, TrainRecord, DetectRecord, ReidRecord, DeployRecord],
-                   Field(discriminator="stage")]
 RECORDS: dict[str, type[RecordBase]] = {
     "search": SearchRecord, "train": TrainRecord, "detect": DetectRecord, "reid": ReidRecord,
     "deploy": DeployRecord}
+STAGES = tuple(RECORDS)
+Record = Annotated[Union[tuple(RECORDS.values())], Field(discriminator="stage")]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Record)
 
 

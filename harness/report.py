@@ -122,7 +122,6 @@ def load_metrics(runs_dir: Path | str) -> pd.DataFrame:
             continue
         # the keys the file holds (as validated), not the defaults of the ones it lacks
         row = rec.model_dump(exclude_unset=True)
-        row["stage"] = rec.stage
         abl = rec.ablation.model_dump() if rec.ablation else None
         row["ablation"] = abl
         row.update(_ablation_fields(abl))

@@ -175,6 +175,20 @@ def test_missing_genotype_file(tmp_path: Path) -> None:
     assert_user_error(code, err, f"{path}: genotype file not found")
 
 
+def test_bad_search_metrics_stop_train_before_it_trains(tmp_path: Path) -> None:
+    """The search run's metrics.json beside the genotype (method and ablation of the retrained
+    cell) is read before any training: a broken one costs seconds, not a run."""
+    path = tmp_path / "search" / "cell.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(DARTS_V2.to_dict()))
+    metrics = path.parent / "metrics.json"
+    metrics.write_text(json.dumps({"stage": "search", "method": "dcpnas", "seed": 0}))
+    params = write_params(tmp_path, tmp_path / "unused-data")
+    code, err = run_cli_inprocess(params, "train", "--method", "mine", "--genotype", str(path))
+    assert_user_error(code, err, str(metrics), "missing required key 'search_seconds'")
+    assert not (tmp_path / "runs" / "train").exists()
+
+
 def test_unknown_backbone_name() -> None:
     with pytest.raises(UnknownBackboneError, match="unknown backbone 'bireal_resnet19'.*"
                                                    "did you mean 'bireal_resnet18'"):

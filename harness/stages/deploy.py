@@ -181,6 +181,9 @@ def run_deploy(params: Params, name: str, seed: int, *, paper_size: bool = False
     if not capable:
         raise DeployError(f"backbone {name!r} ({type(net).__name__}) has no conv with binary "
                           f"weights and binary activations: nothing to run on BinaryConvolution")
+    train_metrics = run_dir(params, "train", name, seed) / "metrics.json"
+    method = read_record(train_metrics).method if not paper_size and train_metrics.is_file() \
+        else name                                  # read before the minutes of timing below
     label = f"{name}-paper" if paper_size else name
     out = ensure_writable(run_dir(params, "deploy", label, seed))
     dep = params.active.deploy
@@ -231,9 +234,6 @@ def run_deploy(params: Params, name: str, seed: int, *, paper_size: bool = False
         return (engines["fp32_ir"][f"latency_{label_}"]["median_ms"]
                 / engines["binary_ir"][f"latency_{label_}"]["median_ms"])
 
-    train_metrics = run_dir(params, "train", name, seed) / "metrics.json"
-    method = read_record(train_metrics).method if not paper_size and train_metrics.is_file() \
-        else name
     result = DeployRecord(
         **common_metrics(params, method, seed, f"cpu:{cpu_model()}", "cpu"),
         run=label, backbone=name, paper_size=paper_size, trained=checkpoint is not None,

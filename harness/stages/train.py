@@ -283,7 +283,8 @@ def run_train(params: Params, name: str, seed: int, *,
         _unknown_run(name, params, searched)
     genotype = (PUBLISHED[name] if published else None if reference
                 else Genotype.load(searched))
-    search_metrics_path = searched.parent / "metrics.json"
+    # read (and validated) before any training: a bad file must not cost a whole run
+    searched_with = None if published else _search_record(searched.parent / "metrics.json")
     out = run_dir(params, "train", name, seed)
     if dist_utils.is_main():
         ensure_writable(out)
@@ -356,7 +357,6 @@ def run_train(params: Params, name: str, seed: int, *,
     cost = model_cost(net, in_size)
     desc, kind = device_info(device)
     value, unit = run_cost(total_seconds, kind, world)
-    searched_with = None if published else _search_record(search_metrics_path)
     # the official scripts report the best test epoch; the final epoch is what a run ends with
     last_phase = [h for h in history if h.get("phase", 0.0) == history[-1].get("phase", 0.0)] \
         if history else []
