@@ -184,6 +184,12 @@ class Supernet(nn.Module):
             s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
+    def compile_regions(self) -> list[MixedOp]:
+        """What ``search.compile`` compiles: every edge (``harness.accel.compile_modules``).
+        Edges of the same shape share one compiled graph; the whole supernet as one graph
+        does not compile in useful time."""
+        return [edge for cell in self.cells for edge in cell.edges]
+
     # -- architecture --------------------------------------------------------------------
     def genotype(self) -> Genotype:
         masked_n = self.alpha_normal.masked_fill(self.mask_normal == 0, float("-inf"))

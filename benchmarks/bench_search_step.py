@@ -13,9 +13,12 @@ Each method runs in its own subprocess (so that its peak memory is its own): bui
 ``begin_epoch(0, planned_epochs)``, ``--warmup`` untimed steps, then ``--repeats`` timed steps on
 one fixed random batch (train batch = val batch shape). Reported: the mean, median and min ms
 per ``step`` (ratios use the mean: a ``parent_every: k`` variant is periodic, so 8 repeats after
-2 warm-up steps cover whole periods for k = 1, 2, 4) and the peak memory: the process's peak RSS on CPU (``resource.getrusage``; it includes
-the ~few hundred MiB of the imported libraries, so the import baseline is shown too) or
-``torch.cuda.max_memory_allocated`` on GPU.
+2 warm-up steps cover whole periods for k = 1, 2, 4) and the peak memory: the process's peak RSS
+on CPU (``resource.getrusage``; it includes the ~few hundred MiB of the imported libraries, so
+the import baseline is shown too) or ``torch.cuda.max_memory_allocated`` on GPU. A compiled
+row (``--compile``: ``search.compile``'s edge-by-edge compile, or the whole retraining network)
+builds an eager copy in the same process and alternates their steps, so eager / compiled is a
+side-by-side ratio; its first step (the compilation) is reported apart.
 
 What one "step" is differs by method: DARTS-style methods take one architecture step and one
 weight step; CP-NAS trains the real Parent and the 1-bit Child on one sampled single-path
@@ -30,6 +33,7 @@ Methods not registered (e.g. ``dcpnas`` before its file exists) are skipped with
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import statistics
@@ -48,10 +52,9 @@ METHODS = ("retrain", "direct_bnas", "darts", "darts_2nd", "pcdarts", "cpnas", "
            "dcpnas:second_order=ggn", "dcpnas:second_order=ggn_exact",
            "dcpnas:second_order=ggn,child_arch_batch=train,parent_every=4")
 # (the last one is the `dcpnas-fast` ablation of params.yaml)
-#: rows also timed compiled by --compile: the retraining step (compiling it takes ~3 min on
-#: this CPU; compiling a supernet's forward and backward took > 10 min, so search rows are
-#: compiled only when asked: --compile-methods retrain darts ...)
-COMPILE_METHODS = ("retrain",)
+#: rows also timed compiled by --compile: all of them (search rows compile each supernet
+#: edge, ~2-3 min per method with a cold inductor cache; the retraining network whole)
+COMPILE_METHODS = METHODS
 LABELS = {"direct_bnas": "Direct BNAS", "darts": "DARTS (1st order)",
           "darts_2nd": "DARTS (2nd order)", "pcdarts": "PC-DARTS (1-bit)", "cpnas": "CP-NAS",
           "dcpnas": "DCP-NAS", "retrain": "retraining step (1-bit DARTS_V2 cells)"}
@@ -114,46 +117,68 @@ def run_worker(args: argparse.Namespace) -> dict:
         out["error"] = f"{name} has no setting(s) {', '.join(sorted(unknown))}"
         return out
     cfg = cls.Config(**{k: v for k, v in wanted.items() if k in fields})
-    torch.manual_seed(0)
-    ctx = SearchContext(num_classes=10, device=device, seed=0)
-    method = cls(cfg, ctx)
-    for module in method.modules():
-        module.to(device)
+
+    def build():
+        torch.manual_seed(0)
+        method = cls(cfg, SearchContext(num_classes=10, device=device, seed=0))
+        for module in method.modules():
+            module.to(device)
+        method.begin_epoch(0, max(int(method.planned_epochs()), 1))
+        return method
+
+    method = build()
+    eager = None
     if args.compile:
         from harness.accel import compile_modules
-        out["compiled_modules"] = compile_modules(method.compilable_modules(), True)
-    method.begin_epoch(0, max(int(method.planned_epochs()), 1))
+        eager = build()
+        out["compiled_modules"] = compile_modules(method.modules(), True)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, args.size, args.size, generator=g).to(device)
     y = torch.randint(0, 10, (args.batch,), generator=g).to(device)
     xv = torch.randn(args.batch, 3, args.size, args.size, generator=g).to(device)
     yv = torch.randint(0, 10, (args.batch,), generator=g).to(device)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    t0 = time.perf_counter()
-    method.step((x, y), (xv, yv))              # the first step compiles (with --compile)
-    sync()
-    out["first_step_ms"] = 1000.0 * (time.perf_counter() - t0)
-    for _ in range(args.warmup - 1):
-        method.step((x, y), (xv, yv))
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(args.repeats):
-        sync()
-        t0 = time.perf_counter()
-        method.step((x, y), (xv, yv))
-        sync()
-        times.append(1000.0 * (time.perf_counter() - t0))
-    out.update(ms_median=statistics.median(times), ms_min=min(times), repeats=len(times),
-               ms_mean=statistics.fmean(times),
-               params=sum(p.numel() for m in method.modules() for p in m.parameters()),
+    _time_steps(out, args, device, lambda: method.step((x, y), (xv, yv)),
+                None if eager is None else (lambda: eager.step((x, y), (xv, yv))))
+    out.update(params=sum(p.numel() for m in method.modules() for p in m.parameters()),
                images_per_step=2 * args.batch)   # a training and a validation batch
     _memory(out, device, baseline)
     return out
+
+
+def _time_steps(out: dict, args: argparse.Namespace, device, step, paired=None) -> None:
+    """Time ``step``: the first call apart (it compiles), ``args.warmup - 1`` more untimed,
+    then ``args.repeats`` timed. With ``paired`` (the same step on an eager copy, for a
+    compiled row) the two alternate step by step in this one process, so that their ratio is
+    measured side by side (between processes this VM drifts by 10-40%)."""
+    import torch
+
+    def timed(fn) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return 1000.0 * (time.perf_counter() - t0)
+
+    out["first_step_ms"] = timed(step)
+    if paired is not None:
+        out["paired_first_step_ms"] = timed(paired)
+    for _ in range(args.warmup - 1):
+        step()
+        if paired is not None:
+            paired()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times, paired_times = [], []
+    for _ in range(args.repeats):
+        times.append(timed(step))
+        if paired is not None:
+            paired_times.append(timed(paired))
+    out.update(ms_median=statistics.median(times), ms_min=min(times), repeats=len(times),
+               ms_mean=statistics.fmean(times))
+    if paired_times:
+        out["paired_eager_ms_mean"] = statistics.fmean(paired_times)
 
 
 def _memory(out: dict, device, baseline: float) -> None:
@@ -185,37 +210,30 @@ def run_retrain_worker(args: argparse.Namespace, out: dict) -> dict:
     net = create_backbone("nas", genotype=str(overrides.get("genotype", "darts_v2")), C=args.C,
                           layers=args.layers, num_classes=10, stem="cifar")
     net = prepare_module(net, device, True)
-    model = torch.compile(net) if args.compile else net
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
     x = to_device(torch.randn(args.retrain_batch, 3, args.size, args.size, generator=g),
                   device, True)
     y = torch.randint(0, 10, (args.retrain_batch,), generator=g).to(device)
 
-    def step() -> None:
-        with autocast(device, True):
-            loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    def stepper(model, optimizer):
+        def step() -> None:
+            with autocast(device, True):
+                loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return step
 
-    t0 = time.perf_counter()
-    step()
-    out["first_step_ms"] = 1000.0 * (time.perf_counter() - t0)
-    for _ in range(args.warmup - 1):
-        step()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(1000.0 * (time.perf_counter() - t0))
-    out.update(ms_median=statistics.median(times), ms_min=min(times), repeats=len(times),
-               ms_mean=statistics.fmean(times),
-               params=sum(p.numel() for p in net.parameters()),
+    paired = None
+    if args.compile:                  # an eager copy, timed alternately (see _time_steps)
+        twin = copy.deepcopy(net)
+        paired = stepper(twin, torch.optim.AdamW(twin.parameters(), lr=1e-3))
+        model = torch.compile(net)
+    else:
+        model = net
+    _time_steps(out, args, device, stepper(model, opt), paired)
+    out.update(params=sum(p.numel() for p in net.parameters()),
                images_per_step=args.retrain_batch)
     _memory(out, device, baseline)
     return out
@@ -278,6 +296,8 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
     mem_kind = next((r["memory_kind"] for r in rows if "memory_kind" in r), "")
     if mem_kind == "peak RSS":
         print("peak MiB: process peak RSS (in brackets: above the import baseline)")
+    if any(r.get("compiled") for r in rows):
+        print("compiled rows: their process also holds the eager copy they are timed against")
 
 
 def print_ratios(rows: list[dict]) -> None:
@@ -287,29 +307,30 @@ def print_ratios(rows: list[dict]) -> None:
     (direct BNAS / DARTS 1st), the GGN claim (exact / GGN per step vs Table 4.3), and what
     torch.compile buys (eager / compiled, and the compilation time)."""
     for r in rows:
-        if not r.get("compiled") or "ms_mean" not in r:
-            continue
-        eager = next((e for e in rows if e["method"] == r["method"] and not e.get("compiled")
-                      and "ms_mean" in e), None)
-        if eager:
+        if r.get("compiled") and "paired_eager_ms_mean" in r:
             print(f"torch.compile, {label(r['method'])}: eager / compiled = "
-                  f"{eager['ms_mean'] / r['ms_mean']:.2f}x; compilation ~"
-                  f"{(r['first_step_ms'] - eager['first_step_ms']) / 1000.0:.0f} s "
+                  f"{r['paired_eager_ms_mean'] / r['ms_mean']:.2f}x (side by side in one "
+                  f"process); compilation ~"
+                  f"{(r['first_step_ms'] - r['paired_first_step_ms']) / 1000.0:.0f} s "
                   f"(first step {r['first_step_ms'] / 1000.0:.0f} s vs "
-                  f"{eager['first_step_ms'] / 1000.0:.1f} s eager)")
+                  f"{r['paired_first_step_ms'] / 1000.0:.1f} s eager)")
     by = {r["method"]: r for r in rows if "ms_mean" in r and not r.get("compiled")}
-    dcp = [m for m in by if parse_variant(m)[0] == "dcpnas"]
-    if not dcp:
+    by_compiled = {r["method"]: r for r in rows if "ms_mean" in r and r.get("compiled")}
+    if not any(parse_variant(m)[0] == "dcpnas" for m in by):
         print("ratios: DCP-NAS not available, no ratios")
         return
-    for ref, target in TARGETS:
-        if ref not in by:
-            print(f"DCP-NAS / {LABELS[ref]}: {ref} not available")
-            continue
-        for m in dcp:
-            ratio = by[m]["ms_mean"] / by[ref]["ms_mean"]
-            verdict = "meets" if ratio <= target else "misses"
-            print(f"{label(m)} / {LABELS[ref]}: {ratio:.2f}x  (target <= {target}x: {verdict})")
+    for kind, rows_of in (("", by), (" (both compiled)", by_compiled)):
+        dcp = [m for m in rows_of if parse_variant(m)[0] == "dcpnas"]
+        for ref, target in TARGETS:
+            if ref not in rows_of:
+                if dcp:
+                    print(f"DCP-NAS / {LABELS[ref]}{kind}: {ref} not available")
+                continue
+            for m in dcp:
+                ratio = rows_of[m]["ms_mean"] / rows_of[ref]["ms_mean"]
+                verdict = "meets" if ratio <= target else "misses"
+                print(f"{label(m)} / {LABELS[ref]}{kind}: {ratio:.2f}x  "
+                      f"(target <= {target}x: {verdict})")
     if "direct_bnas" in by and "darts" in by:
         print(f"1-bit supernet step / real one (Direct BNAS / DARTS 1st): "
               f"{by['direct_bnas']['ms_mean'] / by['darts']['ms_mean']:.2f}x")
@@ -357,6 +378,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         if args.compile and name in args.compile_methods and not row.get("missing"):
             rows.append(spawn(name, args, compiled=True))
+            if "ms_mean" in rows[-1]:
+                print(f"{label(name)} (compiled): {rows[-1]['ms_mean']:.1f} ms/step",
+                      file=sys.stderr, flush=True)
     print_table(rows, args)
     print_ratios(rows)
     if args.json:

@@ -57,13 +57,40 @@ def autocast(device: torch.device, enabled: bool) -> Iterator[None]:
         yield
 
 
-def compile_modules(modules: Iterable[nn.Module], enabled: bool) -> int:
+#: graphs one compiled code object may hold before dynamo silently runs it eager. A search
+#: supernet's edges share one code object (``MixedOp.forward``); each distinct (input shape,
+#: stride, train/eval mode, ``active`` op set, batch size) is its own graph with
+#: ``dynamic=False``: 5 shape classes x 2 modes x 9 op sets (CP-NAS's single paths) x 2
+#: batch sizes = 180 fit under 256, where dynamo's default of 8 would not.
+RECOMPILE_LIMIT = 256
+
+
+def compile_regions(module: nn.Module) -> list[nn.Module]:
+    """What to compile of ``module``: the regions it names (``module.compile_regions()``, a
+    search supernet's edges), else the module itself."""
+    regions = getattr(module, "compile_regions", None)
+    return list(regions()) if callable(regions) else [module]
+
+
+def compile_modules(modules: Iterable[nn.Module], enabled: bool, backend: str = "inductor"
+                    ) -> int:
     """torch.compile each module in place (``nn.Module.compile``: state_dict keys and
-    attributes are unchanged, so checkpoints stay compatible); the compilation itself happens
-    at the first call. Returns how many modules were compiled."""
+    attributes are unchanged, so checkpoints stay compatible), or, for a module that names
+    compile regions, each region instead; the compilation itself happens at the first call.
+    Returns how many modules were compiled.
+
+    Why regions: inductor did not finish compiling a whole 1-bit search supernet (forward and
+    backward of 14 edges x 8 ops per cell, one graph) in 19 min on this CPU; compiled edge by
+    edge it compiles 5 small graphs (edges of the same shape share one) in ~2.5 min.
+    Regions use ``dynamic=False``: with dynamic shapes inductor's backward failed on the
+    second shape class (torch 2.14), and a search's shapes are few and fixed."""
     n = 0
     if enabled:
+        import torch._dynamo.config as dynamo_config
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
         for module in modules:
-            module.compile()
-            n += 1
+            for region in compile_regions(module):
+                region.compile(backend=backend, **({} if region is module else {"dynamic": False}))
+                n += 1
     return n
+

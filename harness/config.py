@@ -150,7 +150,7 @@ class SearchSection(CommonSearchConfig):
     max_steps_per_epoch: Count | None = None
     per_method: dict[str, dict[str, Any]] = Field(default_factory=dict)
     binarizer: Binarizer = "official"  # weight binarizer of the 1-bit supernet
-    compile: bool = False              # torch.compile the method's compilable networks (accel.py)
+    compile: bool = False              # torch.compile the supernets edge by edge (accel.py)
 
 
 class CPLossSection(Settings):

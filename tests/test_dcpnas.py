@@ -522,3 +522,22 @@ def test_parent_every_one_is_the_default_step_and_resumes_exactly():
     assert c.step(*data[1]) == d.step(*data[1])
     with pytest.raises(ValueError, match=r"parent_every\s+Input should be greater than or equal to 1"):
         DCPNASConfig(parent_every=0)
+
+
+@pytest.mark.parametrize("second_order", ["exact", "ggn_exact", "ggn"])
+def test_compiled_step_matches_eager(second_order):
+    """``search.compile`` compiles the Parent's and the Child's edges; the passes that are
+    differentiated twice (exact, ggn_exact) run eagerly inside the step (a compiled graph has
+    no double backward: without the force-eager switch this step raises). Two steps give the
+    same losses and architectures as eager within float tolerance. (aot_eager: the same
+    AOTAutograd graphs as inductor without its minutes of C++ compilation; inductor's
+    numerics are tested in test_accel.py.)"""
+    from harness.accel import compile_modules
+    data = batches(2)
+    eager, compiled = make(second_order=second_order), make(second_order=second_order)
+    assert compile_modules(compiled.modules(), True, backend="aot_eager") == 2 * 14
+    for tb, vb in data:
+        out_e, out_c = eager.step(tb, vb), compiled.step(tb, vb)
+        assert out_c == pytest.approx(out_e, rel=1e-4, abs=1e-6)
+    for a, b in zip(eager.child.arch_parameters(), compiled.child.arch_parameters()):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)

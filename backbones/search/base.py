@@ -133,13 +133,10 @@ class SearchMethod(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
     def modules(self) -> list[nn.Module]:
-        """The networks of the method (moved to the device, counted for memory)."""
+        """The networks of the method (moved to the device, counted for memory, compiled by
+        ``search.compile``: a method runs a pass that is differentiated twice under
+        ``torch.compiler.set_stance("force_eager")``, as DCP-NAS does)."""
         return []
-
-    def compilable_modules(self) -> list[nn.Module]:
-        """The networks ``search.compile`` may torch.compile: all of them unless a method says
-        otherwise (double backward, or a graph that changes every step, cannot be compiled)."""
-        return self.modules()
 
 
 class UnknownMethodError(KeyError):

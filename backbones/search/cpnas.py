@@ -425,8 +425,3 @@ class CPNAS(SearchMethod):
 
     def modules(self) -> list[nn.Module]:
         return [self.parent, self.child]
-
-    def compilable_modules(self) -> list[nn.Module]:
-        """None: every step samples another single-path sub-architecture, so a compiled graph
-        would be recompiled at almost every step."""
-        return []

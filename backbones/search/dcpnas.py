@@ -142,6 +142,13 @@ def _no_grad_for(params: list[nn.Parameter]) -> Iterator[None]:
             p.requires_grad_(f)
 
 
+def _eager_if(twice: bool) -> contextlib.AbstractContextManager[None]:
+    """Compiled modules run eagerly inside when ``twice``: a pass that is differentiated twice
+    (``exact``'s create_graph, ``ggn_exact``'s double vjp) cannot go through a compiled graph
+    (AOTAutograd has no double backward); every other pass stays compiled."""
+    return torch.compiler.set_stance("force_eager") if twice else contextlib.nullcontext()
+
+
 def _mean_over_ranks(tensors: list[Tensor]) -> list[Tensor]:
     """All-reduce mean of a list of tensors (copies; the inputs are left alone)."""
     out = [t.detach().clone() for t in tensors]
@@ -333,11 +340,12 @@ class DCPNAS(SearchMethod):
         child = self.child
         c_arch = child.arch_parameters()
         self.c_aopt.zero_grad(set_to_none=True)
-        with _no_grad_for(list(child.weight_parameters())):  # alpha_hat only: no weight grads
-            logits_cv = child(xv)
+        use_d = self.cfg.tangent and tangent is not None
+        exact = use_d and self.cfg.second_order == "exact"
+        with _no_grad_for(list(child.weight_parameters())), \
+                _eager_if(use_d and self.cfg.second_order in tp.TWICE_DIFFERENTIATED):
+            logits_cv = child(xv)                            # alpha_hat only: no weight grads
             kl_v = tp.kl_parent_child(logits_cv, logits_pv)
-            use_d = self.cfg.tangent and tangent is not None
-            exact = use_d and self.cfg.second_order == "exact"
             g_kl = tp.grad_or_zeros(kl_v, c_arch, create_graph=exact, retain_graph=use_d)
             d = torch.zeros((), device=kl_v.device)
             total = [g.detach() for g in g_kl]
@@ -374,18 +382,19 @@ class DCPNAS(SearchMethod):
         c_arch = child.arch_parameters()
         self.c_aopt.zero_grad(set_to_none=True)
         self.c_wopt.zero_grad(set_to_none=True)
-        logits_ct = child(xt)
-        kl = tp.kl_parent_child(logits_ct, logits_pt)
         use_d = cfg.tangent and tangent is not None
         exact = use_d and cfg.second_order == "exact"
-        grads = torch.autograd.grad(kl, c_arch + c_weights, create_graph=exact,
-                                    retain_graph=use_d, allow_unused=True)
-        g_kl = [torch.zeros_like(a) if g is None else g for g, a in zip(grads, c_arch)]
-        d = torch.zeros((), device=kl.device)
-        total = [g.detach() for g in g_kl]
-        if use_d:
-            extra, d = self._second_order_term(logits_ct, g_kl, tangent)
-            total = [t + e for t, e in zip(total, extra)]
+        with _eager_if(use_d and cfg.second_order in tp.TWICE_DIFFERENTIATED):
+            logits_ct = child(xt)
+            kl = tp.kl_parent_child(logits_ct, logits_pt)
+            grads = torch.autograd.grad(kl, c_arch + c_weights, create_graph=exact,
+                                        retain_graph=use_d, allow_unused=True)
+            g_kl = [torch.zeros_like(a) if g is None else g for g, a in zip(grads, c_arch)]
+            d = torch.zeros((), device=kl.device)
+            total = [g.detach() for g in g_kl]
+            if use_d:
+                extra, d = self._second_order_term(logits_ct, g_kl, tangent)
+                total = [t + e for t, e in zip(total, extra)]
         for p, g in zip(c_weights, grads[len(c_arch):]):
             p.grad = None if g is None else g.detach()
         loss = kl.detach()
@@ -441,8 +450,3 @@ class DCPNAS(SearchMethod):
     def modules(self) -> list[nn.Module]:
         return [self.parent, self.child]
 
-    def compilable_modules(self) -> list[nn.Module]:
-        """The Parent always; the Child only with ``second_order="ggn"``: ``exact`` and
-        ``ggn_exact`` differentiate through the Child twice (double backward), which compiled
-        graphs do not support."""
-        return [self.parent, self.child] if self.cfg.second_order == "ggn" else [self.parent]

@@ -39,6 +39,8 @@ Distance = Literal["fnorm", "l1", "cosine"]
 SecondOrder = Literal["ggn", "ggn_exact", "exact"]
 DISTANCES: tuple[str, ...] = get_args(Distance)
 SECOND_ORDER: tuple[str, ...] = get_args(SecondOrder)
+#: second orders that differentiate through the Child twice (no compiled graph can)
+TWICE_DIFFERENTIATED: tuple[str, ...] = ("exact", "ggn_exact")
 
 Tensors = Sequence[Tensor]
 

@@ -134,7 +134,7 @@ def run_search(params: Params, method: str, seed: int, *,
     with weight_binarizer(search.binarizer):   # the 1-bit supernet's binary convs
         searcher = method_cls(cfg, ctx)
     setup_device(device)
-    compiled = compile_modules(searcher.compilable_modules(), search.compile)
+    compiled = compile_modules(searcher.modules(), search.compile)
     epochs = searcher.planned_epochs()
     if method_cls.uses_data:
         task = SearchTask(searcher, train_loader, val_loader, device, seed,
