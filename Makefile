@@ -23,7 +23,7 @@ test: install
 test-all: install
 	$(BIN)/python -m pytest -m ""
 
-# every step time and ratio in one run (README "Benchmarks"): ~10 min on 2 CPU cores, with the
-# retraining step also compiled (search rows: add --compile-methods, > 10 min each)
+# every step time and ratio in one run (README "Benchmarks"): ~40 min on 2 CPU cores, every row
+# also compiled (edge by edge) and timed side by side with an eager copy
 bench: install
-	$(BIN)/python benchmarks/bench_search_step.py --compile
+	$(BIN)/python benchmarks/bench_search_step.py --compile --markdown

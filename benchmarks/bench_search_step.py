@@ -343,6 +343,31 @@ def print_ratios(rows: list[dict]) -> None:
               f"{paper:.1f}x)")
 
 
+def print_markdown(rows: list[dict]) -> None:
+    """The README's table (``--markdown``): one line per row, its compiled twin beside it."""
+    eager = [r for r in rows if not r.get("compiled")]
+    comp = {r["method"]: r for r in rows if r.get("compiled") and "ms_mean" in r}
+    ref = {m: r["ms_mean"] for m, r in ((r["method"], r) for r in eager) if "ms_mean" in r}
+    print("| row | ms/step (mean) | median | images/s | peak MiB | / DARTS-1st | / DARTS-2nd "
+          "| compiled ms/step | eager / compiled, side by side | compile s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in eager:
+        if "ms_mean" not in r:
+            continue
+        cells = [label(r["method"]), f"{r['ms_mean']:.0f}", f"{r['ms_median']:.0f}",
+                 f"{1000.0 * r['images_per_step'] / r['ms_mean']:.1f}", f"{r['peak_mib']:.0f}"]
+        for base in ("darts", "darts_2nd"):
+            cells.append(f"{r['ms_mean'] / ref[base]:.2f}x"
+                         if base in ref and r["method"] != "retrain" else "")
+        c = comp.get(r["method"])
+        if c and "paired_eager_ms_mean" in c:
+            cells += [f"{c['ms_mean']:.0f}", f"{c['paired_eager_ms_mean'] / c['ms_mean']:.2f}x",
+                      f"{(c['first_step_ms'] - c['paired_first_step_ms']) / 1000.0:.0f}"]
+        else:
+            cells += ["", "", ""]
+        print("| " + " | ".join(cells) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--C", type=int, default=8, help="initial channels (PC-DARTS with K=4 needs C %% 4 == 0)")
@@ -363,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--methods", nargs="+", default=list(METHODS), metavar="NAME")
     p.add_argument("--json", action="store_true", help="also print the raw results as JSON")
+    p.add_argument("--markdown", action="store_true",
+                   help="also print the table as markdown (the README's)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -383,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr, flush=True)
     print_table(rows, args)
     print_ratios(rows)
+    if args.markdown:
+        print_markdown(rows)
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0
