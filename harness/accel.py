@@ -57,11 +57,12 @@ def autocast(device: torch.device, enabled: bool) -> Iterator[None]:
         yield
 
 
-#: graphs one compiled code object may hold before dynamo silently runs it eager. A search
-#: supernet's edges share one code object (``MixedOp.forward``); each distinct (input shape,
-#: stride, train/eval mode, ``active`` op set, batch size) is its own graph with
-#: ``dynamic=False``: 5 shape classes x 2 modes x 9 op sets (CP-NAS's single paths) x 2
-#: batch sizes = 180 fit under 256, where dynamo's default of 8 would not.
+#: graphs one compiled code object may hold before dynamo silently runs it eager. Every module
+#: compiled with ``nn.Module.compile`` shares one code object (``Module._call_impl``); with
+#: ``dynamic=False`` each distinct input shape, stride, train/eval mode, grad mode / which
+#: parameters require grad (DCP-NAS's arch-only and weight-only passes), ``active`` op set
+#: (CP-NAS's single paths: 8 per edge shape) and batch size is one more graph: a search uses
+#: tens to ~150, where dynamo's default of 8 would fall back to eager after the 8th.
 RECOMPILE_LIMIT = 256
 
 
