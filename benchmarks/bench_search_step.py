@@ -300,6 +300,22 @@ def print_table(rows: list[dict], args: argparse.Namespace) -> None:
         print("compiled rows: their process also holds the eager copy they are timed against")
 
 
+def _timed(rows: list[dict], compiled: bool) -> dict[str, dict]:
+    """The rows that have a time, by method: the eager ones or the compiled ones."""
+    return {r["method"]: r for r in rows
+            if "ms_mean" in r and bool(r.get("compiled")) == compiled}
+
+
+def _speedup(r: dict) -> float:
+    """Eager / compiled of a compiled row, from its side-by-side eager copy."""
+    return r["paired_eager_ms_mean"] / r["ms_mean"]
+
+
+def _compile_seconds(r: dict) -> float:
+    """A compiled row's first step minus its eager copy's: the compilation."""
+    return (r["first_step_ms"] - r["paired_first_step_ms"]) / 1000.0
+
+
 def print_ratios(rows: list[dict]) -> None:
     """On mean step times (a variant with parent_every = k is periodic: its median would be
     the Parent-update step or the other). Every DCP-NAS variant against the two DARTS steps
@@ -309,13 +325,11 @@ def print_ratios(rows: list[dict]) -> None:
     for r in rows:
         if r.get("compiled") and "paired_eager_ms_mean" in r:
             print(f"torch.compile, {label(r['method'])}: eager / compiled = "
-                  f"{r['paired_eager_ms_mean'] / r['ms_mean']:.2f}x (side by side in one "
-                  f"process); compilation ~"
-                  f"{(r['first_step_ms'] - r['paired_first_step_ms']) / 1000.0:.0f} s "
+                  f"{_speedup(r):.2f}x (side by side in one process); compilation ~"
+                  f"{_compile_seconds(r):.0f} s "
                   f"(first step {r['first_step_ms'] / 1000.0:.0f} s vs "
                   f"{r['paired_first_step_ms'] / 1000.0:.1f} s eager)")
-    by = {r["method"]: r for r in rows if "ms_mean" in r and not r.get("compiled")}
-    by_compiled = {r["method"]: r for r in rows if "ms_mean" in r and r.get("compiled")}
+    by, by_compiled = _timed(rows, compiled=False), _timed(rows, compiled=True)
     if not any(parse_variant(m)[0] == "dcpnas" for m in by):
         print("ratios: DCP-NAS not available, no ratios")
         return
@@ -345,24 +359,19 @@ def print_ratios(rows: list[dict]) -> None:
 
 def print_markdown(rows: list[dict]) -> None:
     """The README's table (``--markdown``): one line per row, its compiled twin beside it."""
-    eager = [r for r in rows if not r.get("compiled")]
-    comp = {r["method"]: r for r in rows if r.get("compiled") and "ms_mean" in r}
-    ref = {m: r["ms_mean"] for m, r in ((r["method"], r) for r in eager) if "ms_mean" in r}
+    eager, comp = _timed(rows, compiled=False), _timed(rows, compiled=True)
     print("| row | ms/step (mean) | median | images/s | peak MiB | / DARTS-1st | / DARTS-2nd "
           "| compiled ms/step | eager / compiled, side by side | compile s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in eager:
-        if "ms_mean" not in r:
-            continue
+    for r in eager.values():
         cells = [label(r["method"]), f"{r['ms_mean']:.0f}", f"{r['ms_median']:.0f}",
                  f"{1000.0 * r['images_per_step'] / r['ms_mean']:.1f}", f"{r['peak_mib']:.0f}"]
         for base in ("darts", "darts_2nd"):
-            cells.append(f"{r['ms_mean'] / ref[base]:.2f}x"
-                         if base in ref and r["method"] != "retrain" else "")
+            cells.append(f"{r['ms_mean'] / eager[base]['ms_mean']:.2f}x"
+                         if base in eager and r["method"] != "retrain" else "")
         c = comp.get(r["method"])
         if c and "paired_eager_ms_mean" in c:
-            cells += [f"{c['ms_mean']:.0f}", f"{c['paired_eager_ms_mean'] / c['ms_mean']:.2f}x",
-                      f"{(c['first_step_ms'] - c['paired_first_step_ms']) / 1000.0:.0f}"]
+            cells += [f"{c['ms_mean']:.0f}", f"{_speedup(c):.2f}x", f"{_compile_seconds(c):.0f}"]
         else:
             cells += ["", "", ""]
         print("| " + " | ".join(cells) + " |")

@@ -94,4 +94,3 @@ def compile_modules(modules: Iterable[nn.Module], enabled: bool, backend: str = 
                 region.compile(backend=backend, **({} if region is module else {"dynamic": False}))
                 n += 1
     return n
-

@@ -133,9 +133,9 @@ class SearchMethod(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
     def modules(self) -> list[nn.Module]:
-        """The networks of the method (moved to the device, counted for memory, compiled by
-        ``search.compile``: a method runs a pass that is differentiated twice under
-        ``torch.compiler.set_stance("force_eager")``, as DCP-NAS does)."""
+        """The networks of the method: moved to the device, counted for memory, and compiled
+        by ``search.compile`` (a method whose pass is differentiated twice runs that pass
+        under ``torch.compiler.set_stance("force_eager")``, as DCP-NAS does)."""
         return []
 
 

@@ -142,10 +142,12 @@ def _no_grad_for(params: list[nn.Parameter]) -> Iterator[None]:
             p.requires_grad_(f)
 
 
-def _eager_if(twice: bool) -> contextlib.AbstractContextManager[None]:
-    """Compiled modules run eagerly inside when ``twice``: a pass that is differentiated twice
-    (``exact``'s create_graph, ``ggn_exact``'s double vjp) cannot go through a compiled graph
-    (AOTAutograd has no double backward); every other pass stays compiled."""
+def _eager_if_twice(second_order: str, use_d: bool) -> contextlib.AbstractContextManager[None]:
+    """Compiled modules run eagerly inside when the Child pass will be differentiated twice
+    (the D term with ``exact``'s create_graph or ``ggn_exact``'s double vjp): that cannot go
+    through a compiled graph (AOTAutograd has no double backward); every other pass stays
+    compiled."""
+    twice = use_d and second_order in tp.TWICE_DIFFERENTIATED
     return torch.compiler.set_stance("force_eager") if twice else contextlib.nullcontext()
 
 
@@ -343,7 +345,7 @@ class DCPNAS(SearchMethod):
         use_d = self.cfg.tangent and tangent is not None
         exact = use_d and self.cfg.second_order == "exact"
         with _no_grad_for(list(child.weight_parameters())), \
-                _eager_if(use_d and self.cfg.second_order in tp.TWICE_DIFFERENTIATED):
+                _eager_if_twice(self.cfg.second_order, use_d):
             logits_cv = child(xv)                            # alpha_hat only: no weight grads
             kl_v = tp.kl_parent_child(logits_cv, logits_pv)
             g_kl = tp.grad_or_zeros(kl_v, c_arch, create_graph=exact, retain_graph=use_d)
@@ -384,7 +386,7 @@ class DCPNAS(SearchMethod):
         self.c_wopt.zero_grad(set_to_none=True)
         use_d = cfg.tangent and tangent is not None
         exact = use_d and cfg.second_order == "exact"
-        with _eager_if(use_d and cfg.second_order in tp.TWICE_DIFFERENTIATED):
+        with _eager_if_twice(cfg.second_order, use_d):
             logits_ct = child(xt)
             kl = tp.kl_parent_child(logits_ct, logits_pt)
             grads = torch.autograd.grad(kl, c_arch + c_weights, create_graph=exact,
