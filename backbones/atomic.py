@@ -77,17 +77,28 @@ def read_failure(exc: OSError, path: str | os.PathLike[str] | None) -> StorageEr
                         f"again: it resumes from the last checkpoint", str(where))
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _current_umask()
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file in the same folder, fsync and
     ``os.replace``: a kill or a failure at any point leaves the previous file whole, and no
     temporary file stays behind (except after SIGKILL). Every file the harness writes goes
-    through here; an ``OSError`` becomes one :class:`StorageError` line."""
+    through here; an ``OSError`` becomes one :class:`StorageError` line. The file's mode follows
+    the umask, as a plain ``open()``'s would."""
     path = Path(path)
     existed = path.exists()
     tmp: str | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, 0o666 & ~UMASK)   # mkstemp makes 0600; a plain open() obeys the umask
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from backbones.search.base import all_reduce_mean
+from backbones.search.base import all_reduce_sum
 
 
 def correct_topk(logits: Tensor, target: Tensor, topk: Sequence[int] = (1,)) -> list[int]:
@@ -36,7 +36,9 @@ def accuracy(logits: Tensor, target: Tensor, topk: Sequence[int] = (1,)) -> list
 def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], device: torch.device,
              topk: Sequence[int] = (1,), max_batches: int | None = None) -> list[float]:
     """Top-k accuracy in percent over the loader (its first ``max_batches`` batches if given),
-    in eval mode (the previous mode is restored), averaged over ranks."""
+    in eval mode (the previous mode is restored). Under torch.distributed the hit counts and
+    the number of images are summed over ranks, so ranks with unequal shares (an unpadded test
+    split) give the accuracy over the whole set. An empty loader raises ValueError."""
     was_training = model.training
     model.eval()
     correct = [0] * len(topk)
@@ -48,4 +50,7 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], device: 
         correct = [c + n for c, n in zip(correct, correct_topk(model(x), y, topk))]
         total += int(y.numel())
     model.train(was_training)
-    return [all_reduce_mean(100.0 * c / max(total, 1)) for c in correct]
+    counts = all_reduce_sum([*correct, total])
+    if counts[-1] == 0:
+        raise ValueError("evaluation on an empty set: no image to score")
+    return [100.0 * c / counts[-1] for c in counts[:-1]]

@@ -145,6 +145,9 @@ def parse_alphas(weights: torch.Tensor, primitives: tuple[str, ...] = PRIMITIVES
         raise ValueError(f"alpha has shape {tuple(weights.shape)}, expected "
                          f"({NUM_EDGES}, {len(primitives)})")
     w = weights.detach().cpu()
+    if not bool(torch.isfinite(w).all()):
+        raise GenotypeError(f"alpha holds {int((~torch.isfinite(w)).sum())} non-finite values "
+                            f"(NaN or inf): no cell can be read from it")
     none_idx = primitives.index("none") if "none" in primitives else None
     gene: list[Edge] = []
     start = 0

@@ -4,7 +4,9 @@ Every backbone honours one contract (``FeatureBackbone``), which is what the cla
 trainer, the mmdet adapter and the torchreid adapter rely on:
   forward(x) -> logits; forward_features(x) -> tuple of feature maps with ``out_channels``;
   forward_embedding(x) -> pooled vector of size ``num_features``.
-A user backbone is named ``"package.module:function"``; the function gets the same kwargs.
+A user backbone is named ``"package.module:function"``; the function gets the same kwargs. That
+form imports and runs the named module: it is accepted from the command line and params.yaml
+only, never from a checkpoint (``backbones.checkpoint``).
 """
 from __future__ import annotations
 
@@ -84,6 +86,13 @@ def _load_user_factory(spec: str) -> BackboneFactory:
         raise UnknownBackboneError(f"backbone {spec!r}: module {module_name!r} has no callable "
                                    f"{attr!r} (expected 'package.module:function')")
     return fn
+
+
+def registered_factory(name: str) -> BackboneFactory | None:
+    """The factory registered under ``name``, or None: never imports a module named by
+    ``name`` (for names read from files, see ``backbones.checkpoint``)."""
+    _ensure_builtin_registered()
+    return _BACKBONES.get(name)
 
 
 def backbone_factory(name: str) -> BackboneFactory:

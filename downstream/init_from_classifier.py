@@ -1,7 +1,7 @@
 """Initialise a downstream backbone from a retrained classification checkpoint.
 
 Shared by the re-ID and detection adapters. The checkpoint is the one the ``train`` stage writes
-(e.g. ``runs/train/<method>/seed<k>/model.pt``)::
+(e.g. ``runs/<profile>/train/<method>/seed<k>/model.pt``)::
 
     {"model": <state_dict of the classification network>,
      "arch": {"backbone": "nas",
@@ -25,7 +25,6 @@ the checkpoint's ``arch`` (the user's kwargs override it; a conflicting genotype
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -184,11 +183,3 @@ def init_backbone_from_classifier(
             f"{model_stem!r}: {len(report.skipped_stem)} stem-dependent tensors ({parts}) "
             f"keep their fresh initialisation")
     return report
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

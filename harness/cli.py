@@ -31,11 +31,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from harness.engine import NonFiniteLossError
     from harness.openvino_ir import DeployError
     from harness.records import RecordError
+    from harness.runs import RunLockedError, RunNameError
     from harness.stages.common import OutputError
     errors: list[type[BaseException]] = [CheckpointError, GenotypeError, UnknownBackboneError,
                                          UnknownMethodError, ConfigError, DatasetError,
                                          NonFiniteLossError, OutputError, DeployError,
-                                         RecordError]
+                                         RecordError, RunLockedError, RunNameError]
     for module, name in (("harness.report", "ReportError"),
                          ("downstream.reid.config", "ReIDConfigError"),
                          ("downstream.reid.data", "ReIDDataError")):
@@ -44,6 +45,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         except (ImportError, AttributeError):
             pass
     return tuple(errors)
+
+
+def seed_arg(text: str) -> int:
+    """--seed: an integer >= 0 (it names the run folder seed<k>)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
 
 
 def _params(args: argparse.Namespace):
@@ -100,9 +112,14 @@ def cmd_deploy(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from harness.report import build_report
     params = _params(args)
-    runs = Path(args.runs or params.paths.runs)
+    runs = Path(args.runs or Path(params.paths.runs) / params.profile)
     out = Path(args.out or Path(params.paths.results) / "report")
     build_report(runs, out, console=Console())
+
+
+def cmd_provenance(args: argparse.Namespace) -> None:
+    from harness.provenance import show_provenance
+    show_provenance(Path(args.path), Console())
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -122,13 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("prepare", help="generate the smoke data sets / check the real ones")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=seed_arg, default=0)
     s.set_defaults(func=cmd_prepare)
 
     s = sub.add_parser("search", help="search a 1-bit cell with one method")
     s.add_argument("--method", required=True, help="search method (see `harness list`) or the "
                    "name of an ablation in params.yaml (a method with changed settings)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=seed_arg, default=0)
     s.set_defaults(func=cmd_search)
 
     s = sub.add_parser("train", help="retrain the 1-bit network of a searched genotype")
@@ -136,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--method", "--run", dest="method", required=True,
                    help="search run name (method or ablation name), or a registered backbone "
                         "(e.g. bireal_resnet18) to train as a reference")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=seed_arg, default=0)
     s.add_argument("--genotype", default=None, help="genotype JSON (default: the search run's)")
     s.set_defaults(func=cmd_train)
 
@@ -145,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backbone", required=True,
                    help="a search run name (uses its retrained network), a registered "
                         "backbone name, or 'package.module:function'")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=seed_arg, default=0)
     s.add_argument("--checkpoint", default=None, help="classification checkpoint to start from")
     s.add_argument("--out", default=None, help="output folder (default runs/<task>/<name>/seed<k>)")
     s.set_defaults(func=cmd_transfer)
@@ -154,15 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
                        "BinaryConvolution kernels) and measure it against FP32 and PyTorch")
     s.add_argument("--backbone", required=True,
                    help="a search run or reference backbone retrained by `harness train`")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=seed_arg, default=0)
     s.add_argument("--paper-size", action="store_true",
                    help="deploy the cell at its paper size (deploy.paper_size), untrained")
     s.set_defaults(func=cmd_deploy)
 
     s = sub.add_parser("report", help="tables, plots and REPORT.md from the metrics files")
-    s.add_argument("--runs", default=None, help="runs folder (default: paths.runs)")
+    s.add_argument("--runs", default=None, help="runs folder (default: <paths.runs>/<profile>, "
+                   "the active profile's runs; give <paths.runs> for every profile)")
     s.add_argument("--out", default=None, help="output folder (default: <paths.results>/report)")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("provenance", help="what made a run: code, settings, versions, data")
+    s.add_argument("path", help="a run folder (runs/<profile>/<stage>/<name>/seed<k>) or its "
+                   "metrics.json")
+    s.set_defaults(func=cmd_provenance)
 
     s = sub.add_parser("list", help="list search methods and backbones")
     s.set_defaults(func=cmd_list)
@@ -174,16 +197,26 @@ def _set_threads() -> None:
     the smoke networks are tiny, and oversubscribed OpenMP threads made runs 5-10x slower on
     a busy 2-core machine. Set HARNESS_THREADS=N for large CPU runs."""
     import torch
-    wanted = os.environ.get("HARNESS_THREADS") or os.environ.get("OMP_NUM_THREADS") or "1"
+    from harness.config import ConfigError
+    var = "HARNESS_THREADS" if os.environ.get("HARNESS_THREADS") else "OMP_NUM_THREADS"
+    wanted = os.environ.get(var) or "1"
+    try:
+        threads = int(wanted)
+    except ValueError:
+        raise ConfigError(f"environment variable {var}={wanted!r}: expected a whole number of "
+                          f"threads (>= 1)") from None
+    if threads < 1:
+        raise ConfigError(f"environment variable {var}={wanted!r}: expected a whole number of "
+                          f"threads (>= 1)")
     if not torch.cuda.is_available():
-        torch.set_num_threads(max(1, int(wanted)))
+        torch.set_num_threads(threads)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "report":
-        _set_threads()
     try:
+        if args.command != "report":
+            _set_threads()
         args.func(args)
     except _user_errors() as exc:
         # escaped (a message like "expected [op, input]" is not rich markup) and unwrapped:

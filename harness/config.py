@@ -300,8 +300,28 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
         params.profile = profile
     if params.profile not in params.profiles:
         raise unknown_key_error(params.profile, list(params.profiles), f"{where}: profile")
+    _check_names(params, where)
     _check_methods(params, where)
     return params
+
+
+def _check_names(params: Params, where: str) -> None:
+    """Names that become folder names (profiles, ablations, runs, backbones) are plain names."""
+    from harness.runs import RunNameError, check_name
+    problems: list[str] = []
+    named = [("profiles", list(params.profiles)), ("ablations", list(params.ablations)),
+             ("search_runs", params.search_runs),
+             ("reference_backbones", params.reference_backbones),
+             ("backbones", [b.replace(":", "-") for b in params.backbones]),
+             ("deploy_paper_size", params.deploy_paper_size)]
+    for key, names in named:
+        for name in names:
+            try:
+                check_name(name, "name")
+            except RunNameError as exc:
+                problems.append(f"{where}: {key}: {exc}")
+    if problems:
+        raise ConfigError("\n".join(problems), problems)
 
 
 def _check_methods(params: Params, where: str) -> None:

@@ -26,7 +26,7 @@ from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from backbones.atomic import atomic_write_bytes, read_failure
+from backbones.atomic import atomic_write_bytes, atomic_write_text, read_failure
 
 __all__ = [
     "DatasetError",
@@ -152,8 +152,20 @@ def _get(d: dict, key: str) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
+#: left in a generated CIFAR folder while ``generate_cifar_like`` writes it
+INCOMPLETE_MARKER = ".incomplete"
+
+
 def _cifar_dir(root: str | os.PathLike) -> Path:
     """Accept the folder holding ``cifar-10-batches-py`` or that folder itself."""
+    folder = _find_cifar_dir(root)
+    if (folder / INCOMPLETE_MARKER).exists():
+        raise DatasetError(f"{folder} is incomplete: its generation was stopped before it "
+                           f"finished; run `harness prepare` again")
+    return folder
+
+
+def _find_cifar_dir(root: str | os.PathLike) -> Path:
     root = Path(root)
     if (root / CIFAR_DIRNAME).is_dir():
         return root / CIFAR_DIRNAME
@@ -471,11 +483,24 @@ def _loader(ds: Dataset, indices: list[int], cfg: DataConfig, train: bool, seed:
     if train and len(indices) < cfg.batch_size * (dist.get_world_size() if distributed else 1):
         raise DatasetError(f"the {what} split has {len(indices)} images, fewer than one batch of "
                          f"{cfg.batch_size} per process: lower batch_size or raise the subset size")
-    generator = torch.Generator().manual_seed(seed)  # shuffling and per-worker seeds
-    sampler = None
-    if distributed:
+    if not indices:
+        raise DatasetError(f"the {what} set of {cfg.root} is empty (data.root / data."
+                           f"{'train' if train else 'test'}_subset in params.yaml)")
+    # shuffling and the workers' seeds: the loader draws the workers' base seed from this
+    # generator when it makes an iterator, i.e. every epoch (no persistent workers), after
+    # set_loader_epoch re-seeded it from (seed, epoch); each worker then seeds torch, numpy
+    # and Python from base seed + worker id. So a resumed epoch gets the same worker seeds as
+    # an uninterrupted one.
+    generator = torch.Generator().manual_seed(seed)
+    sampler: Any = None
+    if distributed and train:
         sampler = DistributedSampler(subset, num_replicas=dist.get_world_size(), rank=dist.get_rank(),
-                                     shuffle=train, seed=seed, drop_last=train)
+                                     shuffle=True, seed=seed, drop_last=True)
+    elif distributed:
+        # evaluation: each image on exactly one rank (torch's DistributedSampler pads the set
+        # with repeats, which would count some test images twice)
+        from mmengine.dataset import DefaultSampler
+        sampler = DefaultSampler(subset, shuffle=False, round_up=False)
     return DataLoader(
         subset,
         batch_size=cfg.batch_size,
@@ -485,7 +510,7 @@ def _loader(ds: Dataset, indices: list[int], cfg: DataConfig, train: bool, seed:
         num_workers=cfg.num_workers,
         pin_memory=torch.cuda.is_available(),
         drop_last=train,  # batch norm must never see a batch of 1
-        persistent_workers=cfg.num_workers > 0,
+        persistent_workers=False,   # see the generator above
     )
 
 
@@ -513,7 +538,8 @@ def build_train_loaders(cfg: DataConfig, seed: int = 0,
     """Retraining loaders: the augmented training set (shuffled, drop_last) and the test/val
     set (no augmentation, no shuffle). Returns (train, test, num_classes).
 
-    With ``distributed`` the test sampler pads to a multiple of the world size (DistributedSampler).
+    With ``distributed`` the test set is split across ranks without padding (each image is
+    evaluated once; ``backbones.evaluation.evaluate`` sums the counts over ranks).
     """
     train_ds = build_dataset(cfg, train=True)
     test_ds = build_dataset(cfg, train=False)
@@ -631,6 +657,9 @@ def generate_cifar_like(root: Path, n_train: int = 5000, n_test: int = 1000, num
     if n_train < 0 or n_test < 0:
         raise ValueError("n_train and n_test must be >= 0")
     folder = Path(root) / CIFAR_DIRNAME
+    # the marker says "being written" until the last file is: a killed prepare leaves a folder
+    # that no loader reads (``_cifar_dir``), instead of old and new batches side by side
+    atomic_write_text(folder / INCOMPLETE_MARKER, "generation started; not finished\n")
     rng = np.random.default_rng(seed)
     train_labels = _balanced_labels(n_train, num_classes, rng)
     test_labels = _balanced_labels(n_test, num_classes, rng)
@@ -660,6 +689,7 @@ def generate_cifar_like(root: Path, n_train: int = 5000, n_test: int = 1000, num
         b"label_names": [_class_name(c).encode() for c in range(num_classes)],
         b"num_vis": _CIFAR_ROW,
     }))
+    (folder / INCOMPLETE_MARKER).unlink()
     return folder
 
 

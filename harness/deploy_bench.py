@@ -111,12 +111,10 @@ def _measure(job: EngineJob) -> dict[str, Any]:
     xb = np.repeat(x1, job.throughput_batch, axis=0)
     out: dict[str, Any] = {"engine": job.engine, "threads_all": n_all}
     if job.engine == "torch":
-        from harness.stages.train import build_from_record
-        from backbones.atomic import load_state_dict_strict, safe_torch_load
+        from backbones.checkpoint import build_network, load_network
         torch.manual_seed(job.seed)
-        net = build_from_record(job.record or {}).eval()
-        if job.checkpoint:
-            load_state_dict_strict(net, safe_torch_load(job.checkpoint)["model"], job.checkpoint)
+        net = (load_network(job.checkpoint)[0] if job.checkpoint
+               else build_network(job.record or {})).eval()
         t1, tb = torch.from_numpy(x1), torch.from_numpy(xb)
         with torch.inference_mode():
             for label, threads in (("1t", 1), ("all", n_all)):

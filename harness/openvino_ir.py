@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from backbones.atomic import UMASK
+
 #: the version the rewrite and its runtime check were verified with (README: why pinned)
 OPENVINO_VERSION = "2026.4.1"
 #: FakeQuantize interval that reproduces sign(0) = +1 fused and unfused (module docstring)
@@ -152,16 +154,40 @@ def rewrite_binary_convs(model: Any) -> RewriteResult:
     return result
 
 
-def save_ir(model: Any, xml: Path) -> int:
-    """Write ``xml`` + ``.bin`` (FP32 kept: no FP16 compression); returns the .bin size in
-    bytes. Written under temporary names and renamed, so a killed run leaves no half IR."""
+IR_XML = "model.xml"
+
+
+def ir_xml(folder: Path) -> Path:
+    """The .xml of the IR pair in ``folder`` (its .bin lies beside it)."""
+    return folder / IR_XML
+
+
+def save_ir(model: Any, folder: Path) -> int:
+    """Write the IR pair ``folder/model.xml`` + ``model.bin`` (FP32 kept: no FP16 compression);
+    returns the .bin size in bytes. The pair is written into a temporary folder that then takes
+    ``folder``'s place (the old pair is moved aside first and removed after), so a kill at any
+    point leaves either the old pair or the new one, never a mix; what a kill leaves aside is
+    removed when the run folder is next locked (``harness.runs.remove_stale_temps``)."""
     import os
+    import shutil
+    import tempfile
     ov = require_openvino()
-    tmp = xml.with_name(f".{xml.stem}.tmp{os.getpid()}.xml")
-    ov.save_model(model, str(tmp), compress_to_fp16=False)
-    os.replace(tmp.with_suffix(".bin"), xml.with_suffix(".bin"))
-    os.replace(tmp, xml)
-    return xml.with_suffix(".bin").stat().st_size
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        ov.save_model(model, str(ir_xml(tmp)), compress_to_fp16=False)
+        os.chmod(tmp, 0o777 & ~UMASK)   # mkdtemp makes 0700
+        old = None
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ir_xml(folder).with_suffix(".bin").stat().st_size
 
 
 def compile_ir(xml: Path | Any, threads: int | None = None, perf_count: bool = False,

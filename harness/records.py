@@ -71,8 +71,27 @@ class AblationTag(_Record):
         return self
 
 
+class Provenance(_Record):
+    """What made the result (``harness.provenance``): the code (commit, dirty flag and a digest
+    of the stage's source files), the versions of the stack, the parts of the fingerprint that
+    a resume compares, the data's digest (files and the sample of a subset), when it started
+    and how long this invocation ran."""
+    commit: str | None
+    dirty: bool | None
+    code_digest: Name
+    code_paths: list[str]
+    versions: dict[str, str | None]
+    fingerprint: dict[str, str]
+    data: dict[str, Any] | None = None
+    started: Name
+    seconds: Amount
+    command: list[str] = Field(default_factory=list)
+
+
 class RecordBase(_Record):
-    """What every stage records: which run it was and where it ran."""
+    """What every stage records: which run it was, where it ran and what made it
+    (``provenance``: required of every writer; a file of an older version without it is still
+    read, its commit shown as unknown)."""
     method: Name
     seed: int
     profile: Name
@@ -82,6 +101,7 @@ class RecordBase(_Record):
     ablation: AblationTag | None = None
     run: str | None = None
     world_size: Count | None = None
+    provenance: Provenance | None = None
 
     @model_validator(mode="after")
     def _cost_unit_matches_device(self) -> RecordBase:
@@ -267,10 +287,14 @@ def read_record(path: str | Path) -> RecordBase:
 
 def write_record(path: str | Path, record: RecordBase) -> None:
     """Write ``record`` atomically as JSON (sorted keys). A record built with a key its model
-    does not declare is refused: the writer and the reader share one schema."""
+    does not declare is refused (the writer and the reader share one schema), and so is one
+    without its provenance."""
     if record.model_extra:
         raise TypeError(f"{type(record).__name__} has no field(s) "
                         f"{', '.join(sorted(record.model_extra))}: declare them in "
                         f"harness/records.py")
+    if record.provenance is None:
+        raise TypeError(f"{type(record).__name__} for {path} has no provenance: every record "
+                        f"says what made it (harness.provenance.provenance)")
     data = json.loads(record.model_dump_json())
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -32,7 +32,8 @@ import pandas as pd
 from backbones.atomic import atomic_write_bytes
 
 from harness import claims as C
-from harness.records import DISTANCE_ALIASES, RECORDS, STAGES, RecordError, parse_record
+from harness.records import (DISTANCE_ALIASES, RECORDS, STAGES, RecordBase, RecordError,
+                             parse_record)
 from harness.claims import Stats, fmt_num, fmt_stats, seed_stats
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,42 @@ def _ablation_fields(abl: dict | None) -> dict:
     return out
 
 
+def _commit_label(rec: RecordBase) -> str:
+    """The commit that made a record, short, with '+dirty' for uncommitted changes; 'unknown'
+    for a file written before records carried their provenance."""
+    prov = rec.provenance
+    if prov is None or not prov.commit:
+        return "unknown"
+    return prov.commit[:10] + ("+dirty" if prov.dirty else "")
+
+
+def provenance_cell(runs: pd.DataFrame) -> str:
+    """'' when the runs behind a table row share one commit and one profile, else a warning
+    naming what they mix (a row should compare like with like)."""
+    parts = []
+    for col, what in (("commit", "commits"), ("profile", "profiles")):
+        values = sorted(set(runs[col].dropna())) if col in runs else []
+        if len(values) > 1:
+            parts.append(f"mixed {what}: {', '.join(map(str, values))}")
+    return "; ".join(parts)
+
+
+def provenance_note(runs: pd.DataFrame) -> str:
+    """Which commits and profiles a table's rows come from (runs per commit)."""
+    counts = runs["commit"].value_counts()
+    commits = ", ".join(f"{c} ({n} run{'s' if n > 1 else ''})" for c, n in counts.items())
+    profiles = ", ".join(sorted(set(runs["profile"]), key=C.profile_sort_key))
+    return f"Provenance: commit {commits}; profile {profiles} (`harness provenance <run>` for one run)."
+
+
+def _with_provenance(df: pd.DataFrame, cells: list[str]) -> pd.DataFrame:
+    """Add the 'provenance' column when some row mixes commits or profiles."""
+    if any(cells):
+        df = df.copy()
+        df["provenance"] = cells
+    return df
+
+
 def _run_key(r: dict) -> tuple:
     extra = {"detect": r.get("detector"), "reid": r.get("loss"),
              "deploy": r.get("run")}.get(r["stage"], "")
@@ -126,6 +163,7 @@ def load_metrics(runs_dir: Path | str) -> pd.DataFrame:
         row["ablation"] = abl
         row.update(_ablation_fields(abl))
         row["path"] = where
+        row["commit"] = _commit_label(rec)
         records.append(row)
     if not problems:
         seen: dict[tuple, str] = {}
@@ -140,7 +178,8 @@ def load_metrics(runs_dir: Path | str) -> pd.DataFrame:
         head = (f"{len(problems)} problem(s) in the metrics files under {runs_dir}:"
                 if len(problems) > 1 else "invalid metrics file:")
         raise ReportError(head + "\n  " + "\n  ".join(problems), problems)
-    front = ["path", "stage", "method", "seed", "profile", "dataset", "device", "device_kind",
+    front = ["path", "stage", "method", "seed", "profile", "commit", "dataset", "device",
+             "device_kind",
              "variant", "ablation_key", "abl_table", "abl_tangent", "abl_recon", "abl_distance",
              "abl_second_order", "ablation"]
     df = pd.DataFrame.from_records(records)
@@ -337,6 +376,7 @@ def build_runs_summary(metrics: pd.DataFrame) -> pd.DataFrame:
             "methods": ", ".join(sorted(set(g["method"]), key=C.method_sort_key)),
             "variants": ", ".join(sorted(set(g["variant"]), key=lambda v: (v != "main", v))),
             "seeds": ", ".join(str(s) for s in sorted(set(g["seed"]))),
+            "commits": ", ".join(sorted(set(g["commit"]))),
             "devices": _devices(g),
         })
     return pd.DataFrame(rows)
@@ -350,6 +390,7 @@ def build_classification(metrics: pd.DataFrame, paper: pd.DataFrame) -> pd.DataF
                                     C.method_sort_key(kv[0][0]), kv[1]["variant"].iloc[0]))
     # rows: best profile first, then dataset; main runs of all methods before ablation variants
     has_best = "best_top1" in train and train["best_top1"].notna().any()
+    mixed: list[str] = []
     for (method, akey, dataset, profile), g in groups:
         first = g.iloc[0]
         settings = _variant_settings(first)
@@ -360,6 +401,7 @@ def build_classification(metrics: pd.DataFrame, paper: pd.DataFrame) -> pd.DataF
         e5 = _paper_entries(paper, paper_method, settings, "top5") if settings else []
         top1, top5 = _stats(g, "top1"), _stats(g, "top5")
         srows, note = search_rows_for(search, method, akey, dataset, profile, g["seed"])
+        mixed.append(provenance_cell(pd.concat([g, srows])))
         rows.append({
             "method": method, "variant": first["variant"], "dataset": dataset, "profile": profile,
             "n seeds": int(top1.n),
@@ -374,7 +416,7 @@ def build_classification(metrics: pd.DataFrame, paper: pd.DataFrame) -> pd.DataF
             DELTA_HEADER: _delta_cell(top1, e1, dataset, profile),
             DELTA5_HEADER: _delta_cell(top5, e5, dataset, profile),
         })
-    return pd.DataFrame(rows)
+    return _with_provenance(pd.DataFrame(rows), mixed)
 
 
 def _paper_search_cost_rows(paper: pd.DataFrame, method: str, run: pd.Series) -> pd.DataFrame:
@@ -509,8 +551,9 @@ def _transfer_table(metrics: pd.DataFrame, stage: str, keys: dict[str, str],
     column -> table header), the seed count, each value as mean ± std, and the devices."""
     runs = _stage(metrics, stage)
     show_variant = (runs["ablation_key"] != "").any() if not runs.empty else False
-    rows = []
+    rows, mixed = [], []
     for group, g in _group_sorted(runs, [*keys, "ablation_key"]):
+        mixed.append(provenance_cell(g))
         row = {header: value for header, value in zip(keys.values(), group)}
         if show_variant:
             row["variant"] = g.iloc[0]["variant"]
@@ -518,7 +561,7 @@ def _transfer_table(metrics: pd.DataFrame, stage: str, keys: dict[str, str],
         row.update({header: fmt_stats(_stats(g, col)) for header, col in values.items()})
         row["device"] = _devices(g)
         rows.append(row)
-    return pd.DataFrame(rows)
+    return _with_provenance(pd.DataFrame(rows), mixed)
 
 
 def build_detection(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -758,6 +801,17 @@ def _render_report(runs_dir: Path, out_dir: Path, paper_path: Path, metrics: pd.
     return "\n".join(L)
 
 
+#: the stages whose runs make each table's rows
+TABLE_STAGES = {"classification": ("train", "search"), "search_cost": ("search",),
+                "ablation_tangent_lr": ("train", "search"),
+                "ablation_distance": ("train", "search"), "detection": ("detect",),
+                "reid": ("reid",), "deployment": ("deploy",)}
+
+
+def _table_runs(metrics: pd.DataFrame, name: str) -> pd.DataFrame:
+    return metrics[metrics["stage"].isin(TABLE_STAGES[name])]
+
+
 def build_report(runs_dir: Path, out_dir: Path, console=None,
                  paper_numbers: Path | None = None) -> dict[str, pd.DataFrame]:
     """Load and validate the metrics under ``runs_dir``; write the tables (``<name>.md`` and
@@ -802,7 +856,8 @@ def build_report(runs_dir: Path, out_dir: Path, console=None,
         if df.empty:
             log.info("table %s: no data, not produced", name)
             continue
-        tables[name], notes[name] = df, n
+        tables[name] = df
+        notes[name] = [*n, provenance_note(_table_runs(metrics, name))]
     claim_results = C.evaluate_claims(metrics, paper)
     tables["claims"] = C.claims_frame(claim_results)
 

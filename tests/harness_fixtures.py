@@ -102,12 +102,12 @@ def reference_search(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]
     return _cache["reference_search"]
 
 
-def search_dir(folder: Path, name: str, seed: int) -> Path:
-    return Path(folder) / "runs" / "search" / name / f"seed{seed}"
+def search_dir(folder: Path, name: str, seed: int, profile: str = "smoke") -> Path:
+    return Path(folder) / "runs" / profile / "search" / name / f"seed{seed}"
 
 
-def train_dir(folder: Path, name: str, seed: int) -> Path:
-    return Path(folder) / "runs" / "train" / name / f"seed{seed}"
+def train_dir(folder: Path, name: str, seed: int, profile: str = "smoke") -> Path:
+    return Path(folder) / "runs" / profile / "train" / name / f"seed{seed}"
 
 
 # ---- running the CLI ----------------------------------------------------------------------

@@ -186,7 +186,7 @@ def test_bad_search_metrics_stop_train_before_it_trains(tmp_path: Path) -> None:
     params = write_params(tmp_path, tmp_path / "unused-data")
     code, err = run_cli_inprocess(params, "train", "--method", "mine", "--genotype", str(path))
     assert_user_error(code, err, str(metrics), "missing required key 'search_seconds'")
-    assert not (tmp_path / "runs" / "train").exists()
+    assert not (tmp_path / "runs" / "smoke" / "train").exists()
 
 
 def test_unknown_backbone_name() -> None:
@@ -319,7 +319,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     seen: dict = {"checkpoint": ckpt}
     _poison_at(monkeypatch, 2, seen)  # epoch 1, step 0 (one step per epoch)
     code, err = run_cli_inprocess(params, *SEARCH)
-    assert_user_error(code, err, "loss became nan at epoch 1 step 0",
+    assert_user_error(code, err, "epoch 1 step 0: non-finite value (NaN or inf) in",
                       f"the last good checkpoint {ckpt} (after epoch 0) is kept")
     assert not (out / "genotype.json").exists() and not (out / "metrics.json").exists()
     # the checkpoint is the previous epoch's, untouched, loadable and finite
@@ -342,7 +342,7 @@ def test_nan_loss_in_first_epoch(tmp_path: Path, tmp_path_factory: pytest.TempPa
                           profile={"search": {"epochs": 1, "max_steps_per_epoch": 1}})
     _poison_at(monkeypatch, 1, {})
     code, err = run_cli_inprocess(params, *SEARCH)
-    assert_user_error(code, err, "loss became nan at epoch 0 step 0",
+    assert_user_error(code, err, "epoch 0 step 0: non-finite value (NaN or inf) in",
                       "no checkpoint had been written yet")
 
 
@@ -363,7 +363,7 @@ def test_output_folder_not_writable(tmp_path: Path, tmp_path_factory: pytest.Tem
                                             str(genotype))
     code, err = run_cli_inprocess(params, *args)
     name = "direct_bnas" if stage == "search" else "mine"
-    assert_user_error(code, err, f"output directory {blocker}/runs/{stage}/{name}/seed0 is not "
+    assert_user_error(code, err, f"output directory {blocker}/runs/smoke/{stage}/{name}/seed0 is not "
                       "writable", "paths.runs")
 
 
@@ -535,3 +535,65 @@ def test_method_settings_are_checked_where_they_are_set(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"ablations\.dcpnas-x\.set: unknown key 'distanse'; "
                                           r"did you mean 'distance'\?"):
         load_params(params)
+
+
+# ---- small holes ---------------------------------------------------------------------------
+
+def test_empty_test_set_is_one_line(tmp_path: Path) -> None:
+    from harness.data import generate_cifar_like
+    root = tmp_path / "cifar"
+    generate_cifar_like(root, n_train=64, n_test=0, seed=0)
+    params = write_params(tmp_path, root, profile={"data": {"train_subset": 64,
+                                                            "test_subset": None}})
+    genotype = tmp_path / "cell.json"
+    DARTS_V2.save(genotype)
+    code, err = run_cli_inprocess(params, "train", "--method", "x", "--genotype", str(genotype))
+    assert_user_error(code, err, "the test set of", "is empty")
+
+
+def test_interrupted_cifar_generation_is_not_read(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prepare killed between batch files leaves its marker: no loader reads a folder of old
+    and new batches side by side."""
+    from harness import data as D
+    calls = {"n": 0}
+    real = D.atomic_write_bytes
+
+    def dies_on_third(path, payload):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        real(path, payload)
+
+    monkeypatch.setattr(D, "atomic_write_bytes", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        D.generate_cifar_like(tmp_path, n_train=20, n_test=5)
+    monkeypatch.undo()
+    with pytest.raises(D.DatasetError, match="incomplete.*run `harness prepare` again"):
+        D.CIFAR10Pickle(tmp_path, train=True)
+    D.generate_cifar_like(tmp_path, n_train=20, n_test=5)   # a full prepare clears it
+    assert len(D.CIFAR10Pickle(tmp_path, train=True)) == 20
+
+
+def test_non_dict_resume_checkpoint_is_one_line(tmp_path: Path,
+                                                tmp_path_factory: pytest.TempPathFactory
+                                                ) -> None:
+    params = write_params(tmp_path, shared_cifar(tmp_path_factory))
+    out = search_dir(tmp_path, "direct_bnas", 0)
+    out.mkdir(parents=True)
+    torch.save([1, 2, 3], out / "checkpoint.pt")
+    code, err = run_cli_inprocess(params, *SEARCH)
+    assert_user_error(code, err, f"{out / 'checkpoint.pt'}: not a resume checkpoint",
+                      "delete it to start the run over")
+
+
+def test_non_dict_teacher_checkpoint_is_one_line(tmp_path: Path,
+                                                 tmp_path_factory: pytest.TempPathFactory
+                                                 ) -> None:
+    teacher = tmp_path / "teacher.pt"
+    torch.save([1.0], teacher)
+    params = write_params(tmp_path, shared_cifar(tmp_path_factory), profile={"train": {
+        "kd": {"teacher": "torchvision:resnet18", "teacher_checkpoint": str(teacher)}}})
+    code, err = run_cli_inprocess(params, "train", "--method", "bireal_resnet18")
+    assert_user_error(code, err, "teacher.pt (train.kd.teacher_checkpoint): expected a "
+                                 "state_dict")

@@ -308,9 +308,9 @@ def test_cp_loss_in_retraining_pulls_the_1bit_kernels_to_the_parent(tmp_path):
     finally:
         train_stage.CPParent.step = real_step
     assert seen and seen[0] > 10   # every binary conv of the cells has its Parent kernel
-    m = json.loads((tmp_path / "runs/train/dcpnas_l/seed0/metrics.json").read_text())
+    m = json.loads((tmp_path / "runs/smoke/train/dcpnas_l/seed0/metrics.json").read_text())
     assert m["history"][0]["cp_loss"] > 0 and m["history"][0]["parent_loss"] > 0
-    ckpt = torch.load(tmp_path / "runs/train/dcpnas_l/seed0/checkpoint_train.pt",
+    ckpt = torch.load(tmp_path / "runs/smoke/train/dcpnas_l/seed0/checkpoint_train.pt",
                       weights_only=True)
     assert "parent" in ckpt["task"] and "parent_optimizer" in ckpt["task"]
 

@@ -135,8 +135,9 @@ def trained(tmp_path_factory):
 def test_deploy_stage_measures_three_engines(trained, capsys):
     tmp, params = trained
     assert main(["--params", str(params), "deploy", "--backbone", "dcpnas_l"]) == 0
-    out = tmp / "runs/deploy/dcpnas_l/seed0"
-    for f in ("binary.xml", "binary.bin", "fp32.xml", "fp32.bin", "metrics.json"):
+    out = tmp / "runs/smoke/deploy/dcpnas_l/seed0"
+    for f in ("binary/model.xml", "binary/model.bin", "fp32/model.xml", "fp32/model.bin",
+              "metrics.json"):
         assert (out / f).is_file(), f
     m = json.loads((out / "metrics.json").read_text())
     assert m["stage"] == "deploy" and m["trained"] and m["binary_convs"] > 0
@@ -177,13 +178,29 @@ def test_deploy_without_checkpoint_is_one_clear_error(trained, capsys):
 
 def test_deploy_of_a_network_without_binary_conv_is_one_clear_error(trained, capsys):
     tmp, params = trained
-    ckpt = torch.load(tmp / "runs/train/dcpnas_l/seed0/model.pt", weights_only=True)
+    ckpt = torch.load(tmp / "runs/smoke/train/dcpnas_l/seed0/model.pt", weights_only=True)
     record = ckpt["arch"]
     record["kwargs"]["binary"] = False
     real = create_backbone("nas", **{**record["kwargs"], "genotype": "dcpnas_l"})
     from backbones.atomic import atomic_torch_save
-    out = tmp / "runs/train/real_net/seed0"
+    out = tmp / "runs/smoke/train/real_net/seed0"
     out.mkdir(parents=True)
     atomic_torch_save({"model": real.state_dict(), "arch": record}, out / "model.pt")
     assert main(["--params", str(params), "deploy", "--backbone", "real_net"]) == 2
     assert "has no conv with binary weights and binary activations" in capsys.readouterr().err
+
+
+def test_ir_pair_is_replaced_as_a_whole(tmp_path):
+    """save_ir writes the .xml/.bin pair into a temporary folder that takes the old pair's
+    place: no half-written or mismatched pair, no leftover after a normal write."""
+    from harness.openvino_ir import ir_xml, save_ir
+    conv = BinaryConv2d(8, 4, 3, 1, 1, bias=False).eval()
+    folder = tmp_path / "binary"
+    n1 = save_ir(convert(conv, (1, 8, 5, 5)), folder)
+    first = ir_xml(folder).read_bytes()
+    wide = BinaryConv2d(8, 16, 3, 1, 1, bias=False).eval()
+    n2 = save_ir(convert(wide, (1, 8, 5, 5)), folder)
+    assert n2 > n1 and ir_xml(folder).read_bytes() != first
+    assert ir_xml(folder).with_suffix(".bin").stat().st_size == n2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["binary"]
+    assert sorted(p.name for p in folder.iterdir()) == ["model.bin", "model.xml"]

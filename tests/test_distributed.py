@@ -16,7 +16,7 @@ import pytest
 from backbones.atomic import safe_torch_load
 from backbones.genotypes import Genotype
 from harness.stages.common import param_digest
-from harness.stages.train import build_from_record
+from backbones.checkpoint import build_network
 from harness_fixtures import (N_TEST, N_TRAIN, TINY_PROFILE, run, search_dir, shared_cifar,
                               torchrun_cmd, train_dir, write_params)
 
@@ -103,7 +103,7 @@ def test_retraining_under_torchrun(dist_search: dict[str, Any]) -> None:
     assert metrics["genotype"] == str(searched)
     model = safe_torch_load(out / "model.pt")  # what rank 0 wrote is what the ranks trained
     assert model["arch"]["kwargs"]["genotype"] == Genotype.load(searched).to_dict()
-    net = build_from_record(model["arch"])
+    net = build_network(model["arch"])
     net.load_state_dict(model["model"])
     assert param_digest(net) == r0["weights_digest"]
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]

@@ -45,21 +45,21 @@ def test_search_train_report(tmp_path):
     assert main(["--params", str(params), "prepare"]) == 0
     for method in ("direct_bnas", "random"):
         assert main(["--params", str(params), "search", "--method", method]) == 0
-        g = Genotype.load(tmp_path / f"runs/search/{method}/seed0/genotype.json")
+        g = Genotype.load(tmp_path / f"runs/smoke/search/{method}/seed0/genotype.json")
         assert len(g.normal) == 8
-        m = json.loads((tmp_path / f"runs/search/{method}/seed0/metrics.json").read_text())
+        m = json.loads((tmp_path / f"runs/smoke/search/{method}/seed0/metrics.json").read_text())
         assert m["stage"] == "search" and m["method"] == method
         assert m["search_cost_unit"] == "CPU-hours" and m["device_kind"] == "cpu"
-    m = json.loads((tmp_path / "runs/search/direct_bnas/seed0/metrics.json").read_text())
+    m = json.loads((tmp_path / "runs/smoke/search/direct_bnas/seed0/metrics.json").read_text())
     assert m["epochs"] == 2 and len(m["alphas"]["normal"]) == 14 and m["search_seconds"] > 0
     assert main(["--params", str(params), "train", "--method", "direct_bnas"]) == 0
-    t = json.loads((tmp_path / "runs/train/direct_bnas/seed0/metrics.json").read_text())
+    t = json.loads((tmp_path / "runs/smoke/train/direct_bnas/seed0/metrics.json").read_text())
     assert 0 <= t["top1"] <= t["top5"] <= 100
     assert t["params_m"] > 0 and t["bops_m"] > 0 and t["ops_m"] == pytest.approx(
         t["flops_m"] + t["bops_m"] / 64)
     # memory: binary weights count 1 bit, so far below 32 bits per parameter
     assert t["memory_mbit"] < 32 * t["params_m"]
-    assert (tmp_path / "runs/train/direct_bnas/seed0/model.pt").is_file()
+    assert (tmp_path / "runs/smoke/train/direct_bnas/seed0/model.pt").is_file()
     out = tmp_path / "results/report"
     assert main(["--params", str(params), "report"]) == 0
     table = (out / "classification.csv").read_text()
@@ -71,11 +71,11 @@ def test_second_run_resumes_instead_of_repeating(tmp_path):
     params = tiny_params(tmp_path)
     assert main(["--params", str(params), "prepare"]) == 0
     assert main(["--params", str(params), "search", "--method", "direct_bnas"]) == 0
-    first = (tmp_path / "runs/search/direct_bnas/seed0/genotype.json").read_text()
+    first = (tmp_path / "runs/smoke/search/direct_bnas/seed0/genotype.json").read_text()
     assert main(["--params", str(params), "search", "--method", "direct_bnas"]) == 0
-    m = json.loads((tmp_path / "runs/search/direct_bnas/seed0/metrics.json").read_text())
+    m = json.loads((tmp_path / "runs/smoke/search/direct_bnas/seed0/metrics.json").read_text())
     assert m["resumed_from_epoch"] == 1  # everything was done: nothing recomputed
-    assert (tmp_path / "runs/search/direct_bnas/seed0/genotype.json").read_text() == first
+    assert (tmp_path / "runs/smoke/search/direct_bnas/seed0/genotype.json").read_text() == first
 
 
 def test_unknown_params_key_names_key_and_suggests(tmp_path):
@@ -101,7 +101,7 @@ def test_published_cell_retrains_like_a_searched_one(tmp_path):
     params = tiny_params(tmp_path)
     assert main(["--params", str(params), "prepare"]) == 0
     assert main(["--params", str(params), "train", "--method", "dcpnas_l"]) == 0
-    out = tmp_path / "runs/train/dcpnas_l/seed0"
+    out = tmp_path / "runs/smoke/train/dcpnas_l/seed0"
     t = json.loads((out / "metrics.json").read_text())
     assert t["method"] == "dcpnas_l" and t["genotype"] == "published:dcpnas_l"
     assert t["size"] == "L" and t["binarizer"] == "official"
@@ -125,6 +125,6 @@ def test_reference_backbone_retrains_with_the_profiles_binarizer(tmp_path, binar
     params.write_text(yaml.safe_dump(data))
     assert main(["--params", str(params), "prepare"]) == 0
     assert main(["--params", str(params), "train", "--method", "bireal_resnet18"]) == 0
-    ckpt = torch.load(tmp_path / "runs/train/bireal_resnet18/seed0/model.pt", weights_only=True)
+    ckpt = torch.load(tmp_path / "runs/smoke/train/bireal_resnet18/seed0/model.pt", weights_only=True)
     assert ckpt["arch"]["kwargs"]["binarizer"] == binarizer
     assert any(k.endswith("modulation") for k in ckpt["model"]) == (binarizer == "official")

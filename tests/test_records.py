@@ -10,8 +10,11 @@ import pytest
 from harness.records import (RECORDS, RecordError, SearchRecord, TrainRecord, read_record,
                              write_record)
 
+PROVENANCE = {"commit": "0" * 40, "dirty": False, "code_digest": "abc", "code_paths": ["backbones"],
+              "versions": {"torch": "2.0"}, "fingerprint": {"settings": "x"},
+              "started": "2026-12-03T10:00:00+00:00", "seconds": 1.0}
 COMMON = {"method": "dcpnas", "seed": 0, "profile": "smoke", "dataset": "cifar10",
-          "device": "cpu", "device_kind": "cpu"}
+          "device": "cpu", "device_kind": "cpu", "provenance": PROVENANCE}
 TRAIN = {**COMMON, "top1": 12.5, "top5": 50.0, "params_m": 0.1, "flops_m": 1.0, "bops_m": 2.0,
          "ops_m": 1.03, "memory_mbit": 0.4, "train_seconds": 3.0, "train_cost_value": 0.001,
          "train_cost_unit": "CPU-hours", "epochs": 3}
@@ -29,6 +32,17 @@ def test_a_record_round_trips_through_its_file(tmp_path: Path) -> None:
     # the ablation keeps the keys it has (its extra setting too), and no nulls
     assert on_disk["ablation"] == {"name": "dcpnas-l1", "table": "4.4", "distance": "l1",
                                    "mu": 0.2}
+
+
+def test_the_writer_refuses_a_record_without_provenance(tmp_path: Path) -> None:
+    """Every record says what made it; a file of an older version without it still reads."""
+    rec = TrainRecord(**{**TRAIN, "provenance": None})
+    with pytest.raises(TypeError, match="no provenance"):
+        write_record(tmp_path / "metrics.json", rec)
+    assert not (tmp_path / "metrics.json").exists()
+    old = {k: v for k, v in TRAIN.items() if k != "provenance"}
+    (tmp_path / "old.json").write_text(json.dumps({**old, "stage": "train"}))
+    assert read_record(tmp_path / "old.json").provenance is None
 
 
 def test_the_writer_refuses_a_key_the_schema_does_not_declare(tmp_path: Path) -> None:

@@ -323,7 +323,7 @@ def test_init_from_classifier_checkpoint(tmp_path: Path) -> None:
 
 
 def test_run_from_train_checkpoint(tmp_path: Path, smoke_root: Path) -> None:
-    ckpt = tmp_path / "runs" / "train" / "dcpnas" / "seed0" / "model.pt"
+    ckpt = tmp_path / "runs" / "smoke" / "train" / "dcpnas" / "seed0" / "model.pt"
     _train_checkpoint(ckpt, stem="cifar")
     work = tmp_path / "reid"
     m = run_reid("nas", work_dir=work, data_root=smoke_root, init_checkpoint=ckpt,

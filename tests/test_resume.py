@@ -52,6 +52,31 @@ def test_killed_search_resumes_to_the_same_genotype(tmp_path: Path,
     assert metrics["history"] == ref["metrics"]["history"]
 
 
+def test_killed_search_with_workers_resumes_bit_identically(
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """num_workers: 2 draws augmentation in worker processes: their seeds come from (seed,
+    epoch, worker id), so a run SIGKILLed in its second epoch and resumed ends with the same
+    genotype, alphas and history as an uninterrupted one."""
+    cifar = shared_cifar(tmp_path_factory)
+    profile = {"data": {"num_workers": 2}}
+    args = ("search", "--method", "direct_bnas", "--seed", "0")
+    ref_params = write_params(tmp_path / "uninterrupted", cifar, profile=profile)
+    code, err = run_cli_inprocess(ref_params, *args)
+    assert code == 0, err
+    ref = search_dir(tmp_path / "uninterrupted", "direct_bnas", 0)
+    params = write_params(tmp_path / "killed", cifar, profile=profile)
+    out = search_dir(tmp_path / "killed", "direct_bnas", 0)
+    kill_after_checkpoint(cli_cmd(params, *args), out / "checkpoint.pt", tmp_path / "k.log")
+    assert safe_torch_load(out / "checkpoint.pt")["epoch"] == 0
+    code, err = run_cli_inprocess(params, *args)
+    assert code == 0, err
+    assert "resuming" in err
+    assert (out / "genotype.json").read_bytes() == (ref / "genotype.json").read_bytes()
+    got, want = (json.loads((d / "metrics.json").read_text()) for d in (out, ref))
+    assert got["alphas"] == want["alphas"] and got["history"] == want["history"]
+    assert got["resumed_from_epoch"] == 0
+
+
 def test_killed_retraining_resumes(tmp_path: Path,
                                    tmp_path_factory: pytest.TempPathFactory) -> None:
     params = write_params(tmp_path, shared_cifar(tmp_path_factory),
@@ -106,8 +131,8 @@ def test_changed_settings_start_over(tmp_path: Path,
                                                               "max_steps_per_epoch": 1}})
     code, err = run_cli_inprocess(params, *args)
     assert code == 0, err
-    assert squash("written with other settings; starting train darts_v2 s0 train from "
-                  "scratch") in squash(err)
+    assert squash("written with other inputs (changed: settings); starting train darts_v2 s0 "
+                  "train from scratch") in squash(err)
     metrics = json.loads((train_dir(tmp_path, "darts_v2", 0) / "metrics.json").read_text())
     assert metrics["resumed_from_epoch"] == {"train": None}
 

@@ -89,6 +89,17 @@ def all_reduce_mean(value: float) -> float:
     return float(t.item() / world)
 
 
+def all_reduce_sum(values: list[float]) -> list[float]:
+    """Sum Python numbers over ranks (counts of an evaluation split unevenly across ranks)."""
+    if world_size() == 1:
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t)
+    return t.cpu().tolist()
+
+
 class SearchMethod(ABC):
     """One architecture search method. Subclasses set ``name`` and ``Config``."""
 
@@ -123,6 +134,11 @@ class SearchMethod(ABC):
     def alphas(self) -> dict[str, list[list[float]]]:
         """Architecture parameters to record in the metrics file (empty if none)."""
         return {}
+
+    def arch_tensors(self) -> dict[str, torch.Tensor]:
+        """The architecture parameters as tensors: checked for NaN/inf after every step and
+        before a genotype is written (a method with more than ``alphas()`` shows overrides)."""
+        return {k: torch.as_tensor(v, dtype=torch.float64) for k, v in self.alphas().items()}
 
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:

@@ -423,6 +423,13 @@ class DCPNAS(SearchMethod):
         return {"normal": self.parent.alpha_normal.detach().cpu().tolist(),
                 "reduce": self.parent.alpha_reduce.detach().cpu().tolist()}
 
+    def arch_tensors(self) -> dict[str, Tensor]:
+        """The Parent's alphas and the Child's (backtracking changes them after the loss)."""
+        return {"parent.alpha_normal": self.parent.alpha_normal,
+                "parent.alpha_reduce": self.parent.alpha_reduce,
+                "child.alpha_normal": self.child.alpha_normal,
+                "child.alpha_reduce": self.child.alpha_reduce}
+
     def state_dict(self) -> dict[str, Any]:
         return {"parent": self.parent.state_dict(), "child": self.child.state_dict(),
                 "p_wopt": self.p_wopt.state_dict(), "p_aopt": self.p_aopt.state_dict(),

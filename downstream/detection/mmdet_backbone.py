@@ -5,9 +5,9 @@ Name it in a plain mmdet config::
     custom_imports = dict(imports=['downstream.detection.mmdet_backbone'],
                           allow_failed_imports=False)
     model = dict(backbone=dict(type='HarnessBackbone', backbone='nas',
-                               backbone_kwargs=dict(genotype='runs/search/dcpnas/seed0/genotype.json',
+                               backbone_kwargs=dict(genotype='runs/smoke/search/dcpnas/seed0/genotype.json',
                                                     C=36, layers=14, stem='imagenet'),
-                               init_checkpoint='runs/train/dcpnas/seed0/model.pt'),
+                               init_checkpoint='runs/smoke/train/dcpnas/seed0/model.pt'),
                  neck=dict(type='FPN', in_channels=[...], ...))
 
 A config cannot know a searched cell's widths in advance: ``harness_backbone_info(cfg)`` builds

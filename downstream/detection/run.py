@@ -1,8 +1,8 @@
 """Train and evaluate an mmdet detector with a harness backbone; write ``metrics.json``.
 
     run_detection("nas", config="downstream/configs/detection/faster-rcnn_harness_fpn_smoke.py",
-                  work_dir=Path("runs/detect/dcpnas/seed0"), data_root=Path("data/coco_smoke"),
-                  init_checkpoint=Path("runs/train/dcpnas/seed0/model.pt"), seed=0)
+                  work_dir=Path("runs/smoke/detect/dcpnas/seed0"), data_root=Path("data/coco_smoke"),
+                  init_checkpoint=Path("runs/smoke/train/dcpnas/seed0/model.pt"), seed=0)
 
 or ``python -m downstream.detection.run --backbone nas --config ... --work-dir ... --data-root
 ...`` (``--launcher pytorch`` under torchrun). Training, checkpointing, resuming (``resume=True``
@@ -34,7 +34,7 @@ import torch
 from backbones.atomic import CheckpointError, atomic_write_json
 from backbones.genotypes import GenotypeError
 from backbones.registry import UnknownBackboneError
-from harness.records import DetectRecord, write_record
+from harness.records import DetectRecord, Provenance, write_record
 
 METRICS_FILE = "metrics.json"
 TIME_FILE = "train_time.json"
@@ -226,6 +226,55 @@ def _make_hook(work_dir: Path) -> Any:
     return HarnessRunHook()
 
 
+def _make_finite_hook() -> Any:
+    from mmengine.hooks import Hook
+
+    class NonFiniteLossHook(Hook):
+        """Stops training on the first iteration whose losses hold a NaN/inf, on every rank
+        (the flag is all-reduced) and before any hook of that iteration saves a checkpoint:
+        the last good checkpoint stays, and no metrics are written."""
+
+        priority = "VERY_HIGH"
+
+        def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+            from harness.engine import check_finite
+            scalars = {k: float(v.detach().float().mean()) if isinstance(v, torch.Tensor)
+                       else float(v) for k, v in (outputs or {}).items()
+                       if isinstance(v, (torch.Tensor, int, float))}
+            check_finite(scalars, {}, f"detection: epoch {runner.epoch} iteration {runner.iter}")
+
+    return NonFiniteLossHook()
+
+
+# --------------------------------------------------------------------------- resume only the same run
+FINGERPRINT_FILE = "fingerprint.json"
+_RESUME_FILES = ("last_checkpoint", TIME_FILE)
+
+
+def prepare_work_dir(work_dir: Path, fingerprint: Mapping[str, str],
+                     log: Any = print) -> list[str]:
+    """Make ``work_dir`` resumable only by the run of ``fingerprint``: when the stored
+    fingerprint differs (or is missing beside checkpoints), remove the checkpoints and the
+    resume files, so mmengine's ``resume=True`` starts over; then store the new fingerprint.
+    Returns the parts that changed (empty: resume)."""
+    from harness.provenance import changed_parts
+    path = work_dir / FINGERPRINT_FILE
+    old: Any = None
+    if path.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            old = json.loads(path.read_text())
+    ckpts = sorted(work_dir.glob("*.pth"))
+    changed = changed_parts(old, fingerprint) if (old is not None or ckpts) else []
+    if changed:
+        for f in [*ckpts, *(work_dir / n for n in _RESUME_FILES)]:
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+        log(f"[detect] {work_dir} held a run with other inputs (changed: {', '.join(changed)}); "
+            f"its {len(ckpts)} checkpoint(s) removed, starting over")
+    atomic_write_json(path, dict(fingerprint))
+    return changed
+
+
 # --------------------------------------------------------------------------- metrics
 def _pct(v: Any) -> float | None:
     if v is None:
@@ -327,6 +376,9 @@ def run_detection(backbone: str, *, config: str | os.PathLike[str], work_dir: Pa
     from mmengine.runner import Runner
     from mmdet.utils import register_all_modules
 
+    from harness.provenance import (data_digest, file_sha256, fingerprint as fingerprint_of,
+                                    now_iso, provenance)
+    started, t_start = now_iso(), time.perf_counter()
     register_all_modules(init_default_scope=False)
     work_dir = Path(work_dir)
     cfg, filled = load_detection_config(
@@ -339,11 +391,23 @@ def run_detection(backbone: str, *, config: str | os.PathLike[str], work_dir: Pa
                                 f"downstream.detection.smoke_data.generate_coco_smoke(root) or "
                                 f"--smoke-data)")
     work_dir.mkdir(parents=True, exist_ok=True)
+    data = data_digest(data_root)
+    settings = {k: v for k, v in cfg.to_dict().items()
+                if k not in ("work_dir", "launcher", "resume", "load_from", "model_wrapper_cfg")}
+    fp = fingerprint_of("detect", [backbone, settings, seed],
+                        world_size=int(os.environ.get("WORLD_SIZE", "1")), data=data,
+                        init=file_sha256(init_checkpoint) if init_checkpoint else "none")
+    if int(os.environ.get("RANK", "0")) == 0:
+        prepare_work_dir(work_dir, fp)
     if launcher != "none" and not torch.cuda.is_available():
         _init_cpu_distributed(launcher)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()   # rank 0 has cleaned the work dir (on GPU, mmengine's
+        # process group starts in Runner.from_cfg, after rank 0's cleaning)
     runner = Runner.from_cfg(cfg)
     hook = _make_hook(work_dir)
     runner.register_hook(hook)
+    runner.register_hook(_make_finite_hook())
     t0 = time.perf_counter()
     with mmengine_safe_globals():
         runner.train()
@@ -368,7 +432,11 @@ def run_detection(backbone: str, *, config: str | os.PathLike[str], work_dir: Pa
         init_checkpoint=None if init_checkpoint is None else str(init_checkpoint),
         config=str(config), **filled,
         raw_metrics={k: v for k, v in ((k, _jsonable(v)) for k, v in metrics.items())
-                     if isinstance(v, (int, float, str)) or v is None})
+                     if isinstance(v, (int, float, str)) or v is None},
+        world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        provenance=Provenance(**provenance("detect", fingerprint=fp, data=data,
+                                           started=started,
+                                           seconds=time.perf_counter() - t_start)))
     if is_main_process():
         write_record(work_dir / METRICS_FILE, record)
     return record.model_dump()

@@ -19,7 +19,7 @@ the expected layout), ``pretrained`` ImageNet weights are never fetched (initial
 train stage's checkpoint with ``init_checkpoint``) and ranked-result visualisation is off.
 
 CLI: ``python -m downstream.reid.run --backbone nas --work-dir W --data-root D
-[--config market1501_softmax] [--init-checkpoint runs/train/dcpnas/seed0/model.pt] ...``
+[--config market1501_softmax] [--init-checkpoint runs/smoke/train/dcpnas/seed0/model.pt] ...``
 """
 from __future__ import annotations
 
@@ -39,8 +39,10 @@ import torch
 import yaml
 
 from backbones.atomic import CheckpointError, atomic_torch_save, safe_torch_load
-from downstream.init_from_classifier import file_sha256
-from harness.records import ReidRecord, write_record
+from harness.engine import check_finite, rng_state, set_rng_state
+from harness.provenance import (changed_parts, data_digest, file_sha256,
+                                fingerprint as fingerprint_of, now_iso, provenance)
+from harness.records import Provenance, ReidRecord, write_record
 from downstream.reid.data import check_reid_data_root
 from downstream.reid.model import build_reid_model, count_parameters, describe_kwargs
 
@@ -65,31 +67,7 @@ def _import_torchreid():
 
 # ---------------------------------------------------------------------------------- resume
 
-def _rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
-                       "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_to_tuple(state["python"]))
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _to_tuple(x: Any) -> Any:
-    return tuple(_to_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
-
-
-def _load_resume(path: Path, fingerprint: str) -> dict[str, Any] | None:
+def _load_resume(path: Path, fingerprint: Mapping[str, str]) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
@@ -100,10 +78,28 @@ def _load_resume(path: Path, fingerprint: str) -> dict[str, Any] | None:
     if not isinstance(ck, dict) or ck.get("format") != RESUME_FORMAT:
         _log(f"[reid] ignoring {path}: not a {RESUME_FORMAT} checkpoint; starting afresh")
         return None
-    if ck.get("fingerprint") != fingerprint:
-        _log(f"[reid] ignoring {path}: written with other settings; starting afresh")
+    changed = changed_parts(ck.get("fingerprint"), fingerprint)
+    if changed:
+        _log(f"[reid] ignoring {path}: written with other inputs (changed: "
+             f"{', '.join(changed)}); starting afresh")
         return None
     return ck
+
+
+def guard_non_finite(engine: Any) -> None:
+    """Check every step's losses (torchreid's ``forward_backward`` summary) for NaN/inf: the
+    run stops with one line before the epoch's checkpoint or any metrics are written."""
+    step = engine.forward_backward
+    count = {"n": 0}
+
+    def checked(data: Any) -> dict[str, float]:
+        summary = step(data)
+        count["n"] += 1
+        check_finite({k: float(v) for k, v in summary.items()}, {},
+                     f"re-ID: epoch {engine.epoch} step {count['n']}")
+        return summary
+
+    engine.forward_backward = checked
 
 
 # ---------------------------------------------------------------------------------- eval
@@ -181,6 +177,7 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
     the data (default: ``dataset``; the smoke config says ``market1501_smoke``: its images are
     generated, only the layout is Market-1501's).
     """
+    started, t_start = now_iso(), time.perf_counter()
     if loss not in LOSS_NAMES:
         raise ValueError(f"unknown loss {loss!r}: expected 'softmax' or 'softmax_triplet'")
     loss = LOSS_NAMES[loss]
@@ -228,7 +225,7 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
         engine = reid.engine.ImageSoftmaxEngine(datamanager, model, optim, scheduler=sched,
                                                 use_gpu=use_gpu, label_smooth=label_smooth)
 
-    fingerprint = json.dumps({
+    settings = {
         "backbone": backbone, "backbone_kwargs": json.loads(describe_kwargs(model.backbone_kwargs)),
         "init_sha256": None if init_checkpoint is None else file_sha256(init_checkpoint),
         "dataset": dataset, "loss": loss, "max_epoch": max_epoch, "height": height,
@@ -238,7 +235,10 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
         "weight_x": weight_x, "label_smooth": label_smooth,
         "fc_dims": list(fc_dims) if fc_dims else None, "dropout_p": dropout_p,
         "transforms": list(transforms), "fixbase_epoch": fixbase_epoch,
-        "open_layers": list(open_layers) if open_layers else None}, sort_keys=True)
+        "open_layers": list(open_layers) if open_layers else None}
+    data = data_digest(data_root)
+    fingerprint = fingerprint_of("reid", [settings], world_size=1, data=data,
+                                 init=settings["init_sha256"] or "none")
     ckpt_path = work_dir / "checkpoint.pt"
     start_epoch, train_seconds = 0, 0.0
     ck = _load_resume(ckpt_path, fingerprint) if resume else None
@@ -246,7 +246,7 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
         model.load_state_dict(ck["model"])
         optim.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
-        _set_rng_state(ck["rng"])
+        set_rng_state(ck["rng"])
         start_epoch, train_seconds = int(ck["epoch"]), float(ck["train_seconds"])
         log(f"[reid] resumed from {ckpt_path} after epoch {start_epoch}/{max_epoch}")
 
@@ -254,6 +254,7 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
         from torch.utils.tensorboard import SummaryWriter
         engine.writer = SummaryWriter(log_dir=str(work_dir / "tensorboard"))
     engine.start_epoch, engine.max_epoch = start_epoch, max_epoch
+    guard_non_finite(engine)
     try:
         for epoch in range(start_epoch, max_epoch):
             engine.epoch = epoch
@@ -266,7 +267,7 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
             atomic_torch_save({"format": RESUME_FORMAT, "fingerprint": fingerprint,
                                "epoch": epoch + 1, "train_seconds": train_seconds,
                                "model": model.state_dict(), "optimizer": optim.state_dict(),
-                               "scheduler": sched.state_dict(), "rng": _rng_state()},
+                               "scheduler": sched.state_dict(), "rng": rng_state()},
                               ckpt_path)
         result = evaluate(engine, dataset, dist_metric=dist_metric,
                           normalize_feature=normalize_feature)
@@ -287,7 +288,10 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
         backbone=backbone, max_epoch=max_epoch, num_params=count_parameters(model),
         num_train_ids=int(datamanager.num_train_pids), num_query=result["num_query"],
         num_gallery=result["num_gallery"],
-        init_checkpoint=None if init_checkpoint is None else str(init_checkpoint))
+        init_checkpoint=None if init_checkpoint is None else str(init_checkpoint), world_size=1,
+        provenance=Provenance(**provenance("reid", fingerprint=fingerprint, data=data,
+                                           started=started,
+                                           seconds=time.perf_counter() - t_start)))
     write_record(work_dir / "metrics.json", record)
     metrics = record.model_dump()
     log(f"[reid] {metrics['method']} {metrics['dataset']} {loss}: mAP {metrics['mAP']:.1f} "

@@ -1,8 +1,10 @@
 """What the search and train stages share: run folders, seeding, data config, metrics files."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import time
 import random
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,9 @@ from backbones.atomic import atomic_write_json
 from harness import dist_utils
 from harness.config import Params
 from harness.data import DataConfig
-from harness.records import RecordBase, write_record
+from harness.provenance import provenance
+from harness.records import Provenance, RecordBase, write_record
+from harness.runs import run_folder, run_lock
 
 
 class OutputError(OSError):
@@ -29,7 +33,26 @@ def seed_everything(seed: int) -> None:
 
 
 def run_dir(params: Params, stage: str, name: str, seed: int) -> Path:
-    return Path(params.paths.runs) / stage / name / f"seed{seed}"
+    """``<paths.runs>/<profile>/<stage>/<name>/seed<k>`` (``harness.runs.run_folder``)."""
+    return run_folder(params.paths.runs, params.profile, stage, name, seed)
+
+
+def locked(folder: Path, what: str) -> contextlib.AbstractContextManager[None]:
+    """The run folder's lock on the main rank (the only one that writes), nothing elsewhere."""
+    return run_lock(folder, what) if dist_utils.is_main() else contextlib.nullcontext()
+
+
+def loader_sample(**loaders: Any) -> dict[str, list[int]]:
+    """The dataset indices each loader draws from (its Subset's), for the data digest."""
+    return {name: [int(i) for i in getattr(loader.dataset, "indices", range(len(loader.dataset)))]
+            for name, loader in loaders.items() if loader is not None}
+
+
+def stage_provenance(stage: str, fingerprint: dict[str, str], data: dict[str, Any] | None,
+                     started: str, t0: float) -> Provenance:
+    """The record's provenance block for a run that started at ``started`` (perf counter t0)."""
+    return Provenance(**provenance(stage, fingerprint=fingerprint, data=data, started=started,
+                                   seconds=time.perf_counter() - t0))
 
 
 def ensure_writable(folder: Path) -> Path:

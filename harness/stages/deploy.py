@@ -1,7 +1,8 @@
 """`harness deploy`: a retrained 1-bit network on OpenVINO's bit-packed CPU kernels.
 
-Writes runs/deploy/<name>/seed<k>/: binary.xml/.bin (every conv with binary weights and binary
-input is a BinaryConvolution), fp32.xml/.bin (the same function on FP32 kernels) and
+Writes runs/<profile>/deploy/<name>/seed<k>/: binary/model.xml+.bin (every conv with binary
+weights and binary input is a BinaryConvolution), fp32/model.xml+.bin (the same function on FP32
+kernels; each pair replaced as a whole, ``openvino_ir.save_ir``) and
 metrics.json: agreement with PyTorch on the test set, then latency (batch 1; 1 thread and all
 threads), throughput, IR size, peak memory and per-layer time of the binary IR, the FP32 IR
 and PyTorch eager, measured side by side in one run, with the speed-up the OPs count predicts.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from backbones.atomic import load_state_dict_strict, safe_torch_load
+from backbones.checkpoint import build_network, load_network
 from backbones.binary import binary_convs, set_weight_binarization
 from backbones.genotypes import PUBLISHED, Genotype
 from harness.config import Params
@@ -30,10 +32,12 @@ from harness.costs import model_cost
 from harness.deploy_bench import ENGINES, EngineJob, all_threads, measure_engines
 from harness.records import DeployRecord, read_record
 from harness.openvino_ir import (DeployError, OPENVINO_VERSION, check_binary_runtime,
-                                 compile_ir, convert, require_openvino, rewrite_binary_convs,
-                                 save_ir)
-from harness.stages.common import common_metrics, ensure_writable, run_dir, write_metrics
-from harness.stages.train import arch_record, build_from_record
+                                 compile_ir, convert, ir_xml, require_openvino,
+                                 rewrite_binary_convs, save_ir)
+from harness.provenance import data_digest, file_sha256, fingerprint, now_iso
+from harness.stages.common import (common_metrics, ensure_writable, locked, run_dir,
+                                   stage_provenance, write_metrics)
+from harness.stages.train import arch_record
 
 #: random inputs of the agreement check of an untrained (paper-size) network
 RANDOM_CHECK_IMAGES = 8
@@ -71,12 +75,7 @@ def _load_trained(params: Params, name: str, seed: int) -> tuple[nn.Module, dict
         raise DeployError(f"backbone {name!r}: no retrained checkpoint at {path}; run `harness "
                           f"train --method {name} --seed {seed}` first (or deploy an untrained "
                           f"network at paper size with --paper-size)")
-    ckpt = safe_torch_load(path)
-    record = ckpt.get("arch")
-    if not isinstance(record, dict):
-        raise DeployError(f"{path}: no 'arch' record (written by `harness train`); retrain it")
-    net = build_from_record(record)
-    load_state_dict_strict(net, ckpt["model"], path)
+    net, record = load_network(path)
     return net, record, path
 
 
@@ -168,11 +167,12 @@ def _check_batches(params: Params, seed: int, paper_size: bool, shape: tuple[int
 def run_deploy(params: Params, name: str, seed: int, *, paper_size: bool = False,
                console: Console | None = None) -> dict[str, Any]:
     console = console or Console(stderr=True)
+    started, t0 = now_iso(), time.perf_counter()
     ov = require_openvino()
     if paper_size:
         record = _paper_size_record(params, name, seed)
         torch.manual_seed(seed)
-        net, checkpoint = build_from_record(record), None
+        net, checkpoint = build_network(record, f"{name} at paper size"), None
     else:
         net, record, checkpoint = _load_trained(params, name, seed)
     net.eval()
@@ -187,65 +187,70 @@ def run_deploy(params: Params, name: str, seed: int, *, paper_size: bool = False
     label = f"{name}-paper" if paper_size else name
     out = ensure_writable(run_dir(params, "deploy", label, seed))
     dep = params.active.deploy
-    size = _input_size(params, record, paper_size)
-    shape = (1, 3, size, size)
+    data = None if paper_size else data_digest(params.active.data.root)
+    fp = fingerprint("deploy", [record, dep, paper_size, seed], world_size=1, data=data,
+                     **({"checkpoint": file_sha256(checkpoint)} if checkpoint else {}))
+    with locked(out, f"`harness deploy --backbone {name} --seed {seed}`"):
+        size = _input_size(params, record, paper_size)
+        shape = (1, 3, size, size)
 
-    with console.status(f"deploy {label}: converting to OpenVINO IR"):
-        fp32_model = convert(net, shape)
-        fp32_bytes = save_ir(fp32_model, out / "fp32.xml")
-        bin_model = convert(net, shape)
-        rewrite = rewrite_binary_convs(bin_model)
-        if not rewrite.binary_convs:
-            reasons = sorted(set(rewrite.kept_fp32.values())) or ["no sign-input conv found"]
-            raise DeployError(f"backbone {name!r}: none of its {len(capable)} binary convs "
-                              f"could become a BinaryConvolution ({'; '.join(reasons)})")
-        bin_bytes = save_ir(bin_model, out / "binary.xml")
-    bin_check = compile_ir(out / "binary.xml", batch=dep.throughput_batch)
-    kernels = check_binary_runtime(bin_check, len(rewrite.binary_convs), f"{label} binary IR")
-    with console.status(f"deploy {label}: agreement with PyTorch"):
-        batches, labels = _check_batches(params, seed, paper_size, shape)
-        agree = _agreement(net, bin_check, compile_ir(out / "fp32.xml",
-                                                      batch=dep.throughput_batch),
-                           batches, labels)
-    del bin_check
-    binary_agreement = agree["binary_ir"]["top1_agreement"]
-    if binary_agreement < 99.0:
-        console.print(f"[bold yellow]warning:[/] {label}: the binary IR agrees with PyTorch on "
-                      f"only {binary_agreement:.2f}% of {agree['images']} images (target >= 99%)")
+        with console.status(f"deploy {label}: converting to OpenVINO IR"):
+            fp32_model = convert(net, shape)
+            fp32_bytes = save_ir(fp32_model, out / "fp32")
+            bin_model = convert(net, shape)
+            rewrite = rewrite_binary_convs(bin_model)
+            if not rewrite.binary_convs:
+                reasons = sorted(set(rewrite.kept_fp32.values())) or ["no sign-input conv found"]
+                raise DeployError(f"backbone {name!r}: none of its {len(capable)} binary convs "
+                                  f"could become a BinaryConvolution ({'; '.join(reasons)})")
+            bin_bytes = save_ir(bin_model, out / "binary")
+        bin_check = compile_ir(ir_xml(out / "binary"), batch=dep.throughput_batch)
+        kernels = check_binary_runtime(bin_check, len(rewrite.binary_convs), f"{label} binary IR")
+        with console.status(f"deploy {label}: agreement with PyTorch"):
+            batches, labels = _check_batches(params, seed, paper_size, shape)
+            agree = _agreement(net, bin_check, compile_ir(ir_xml(out / "fp32"),
+                                                          batch=dep.throughput_batch),
+                               batches, labels)
+        del bin_check
+        binary_agreement = agree["binary_ir"]["top1_agreement"]
+        if binary_agreement < 99.0:
+            console.print(f"[bold yellow]warning:[/] {label}: the binary IR agrees with PyTorch on "
+                          f"only {binary_agreement:.2f}% of {agree['images']} images (target >= 99%)")
 
-    jobs = [EngineJob(engine=e, input_shape=shape, runs=dep.runs, warmup=dep.warmup,
-                      throughput_batch=dep.throughput_batch, seed=seed,
-                      ir=str(out / f"{e.split('_')[0]}.xml") if e != "torch" else None,
-                      record=record if e == "torch" else None,
-                      checkpoint=str(checkpoint) if e == "torch" and checkpoint else None)
-            for e in ENGINES]
-    with console.status(f"deploy {label}: timing {', '.join(ENGINES)} "
-                        f"({dep.runs} runs each, 1 and {all_threads()} threads)"):
-        engines = measure_engines(jobs)
+        jobs = [EngineJob(engine=e, input_shape=shape, runs=dep.runs, warmup=dep.warmup,
+                          throughput_batch=dep.throughput_batch, seed=seed,
+                          ir=str(ir_xml(out / e.split('_')[0])) if e != "torch" else None,
+                          record=record if e == "torch" else None,
+                          checkpoint=str(checkpoint) if e == "torch" and checkpoint else None)
+                for e in ENGINES]
+        with console.status(f"deploy {label}: timing {', '.join(ENGINES)} "
+                            f"({dep.runs} runs each, 1 and {all_threads()} threads)"):
+            engines = measure_engines(jobs)
 
-    cost = model_cost(net, shape[1:])
-    fp_ops = cost.flops_m + cost.bops_m          # every binary MAC as a FP MAC
-    state_bytes = sum(t.numel() * t.element_size() for t in net.state_dict().values())
-    sizes = {"binary_ir": bin_bytes, "fp32_ir": fp32_bytes, "torch": state_bytes}
-    for e in ENGINES:
-        engines[e]["weights_bytes"] = sizes[e]
+        cost = model_cost(net, shape[1:])
+        fp_ops = cost.flops_m + cost.bops_m          # every binary MAC as a FP MAC
+        state_bytes = sum(t.numel() * t.element_size() for t in net.state_dict().values())
+        sizes = {"binary_ir": bin_bytes, "fp32_ir": fp32_bytes, "torch": state_bytes}
+        for e in ENGINES:
+            engines[e]["weights_bytes"] = sizes[e]
 
-    def speedup(label_: str) -> float:
-        return (engines["fp32_ir"][f"latency_{label_}"]["median_ms"]
-                / engines["binary_ir"][f"latency_{label_}"]["median_ms"])
+        def speedup(label_: str) -> float:
+            return (engines["fp32_ir"][f"latency_{label_}"]["median_ms"]
+                    / engines["binary_ir"][f"latency_{label_}"]["median_ms"])
 
-    result = DeployRecord(
-        **common_metrics(params, method, seed, f"cpu:{cpu_model()}", "cpu"),
-        run=label, backbone=name, paper_size=paper_size, trained=checkpoint is not None,
-        checkpoint=str(checkpoint) if checkpoint else None, input_shape=list(shape),
-        openvino_version=ov.__version__, cpu_model=cpu_model(), threads_all=all_threads(),
-        binary_capable_convs=len(capable), binary_convs=len(rewrite.binary_convs),
-        kept_fp32=rewrite.kept_fp32, runtime_binary_kernels=kernels,
-        params_m=cost.params_m, flops_m=cost.flops_m, bops_m=cost.bops_m, ops_m=cost.ops_m,
-        fp_ops_m=fp_ops, predicted_speedup=fp_ops / cost.ops_m,
-        measured_speedup_1t=speedup("1t"), measured_speedup_all=speedup("all"),
-        agreement=agree, engines=engines)
-    metrics = write_metrics(out / "metrics.json", result)
+        result = DeployRecord(
+            **common_metrics(params, method, seed, f"cpu:{cpu_model()}", "cpu"),
+            run=label, backbone=name, paper_size=paper_size, trained=checkpoint is not None,
+            checkpoint=str(checkpoint) if checkpoint else None, input_shape=list(shape),
+            openvino_version=ov.__version__, cpu_model=cpu_model(), threads_all=all_threads(),
+            binary_capable_convs=len(capable), binary_convs=len(rewrite.binary_convs),
+            kept_fp32=rewrite.kept_fp32, runtime_binary_kernels=kernels,
+            params_m=cost.params_m, flops_m=cost.flops_m, bops_m=cost.bops_m, ops_m=cost.ops_m,
+            fp_ops_m=fp_ops, predicted_speedup=fp_ops / cost.ops_m,
+            measured_speedup_1t=speedup("1t"), measured_speedup_all=speedup("all"),
+            agreement=agree, engines=engines,
+            provenance=stage_provenance("deploy", fp, data, started, t0))
+        metrics = write_metrics(out / "metrics.json", result)
     if OPENVINO_VERSION not in ov.__version__:
         console.print(f"[yellow]note:[/] openvino {ov.__version__} (verified with "
                       f"{OPENVINO_VERSION})")

@@ -1,12 +1,14 @@
 """`harness search`: run one search method (or one ablation of it) and write its genotype.
 
-Writes under runs/search/<name>/seed<k>/: genotype.json, metrics.json (search wall-clock,
+Writes under runs/<profile>/search/<name>/seed<k>/: genotype.json, metrics.json (search wall-clock,
 device, peak memory, final alpha) and checkpoint.pt (per epoch; a re-run resumes from it).
 """
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,10 +23,11 @@ from harness.config import Params, method_config
 from harness.records import SearchRecord
 from harness.costs import device_info, peak_memory_mb, reset_peak_memory, run_cost
 from harness.data import build_search_loaders, infer_num_classes
-from harness.engine import fingerprint, run_loop, set_loader_epoch
+from harness.engine import check_finite, run_loop, set_loader_epoch
+from harness.provenance import data_digest, fingerprint as stage_fingerprint, now_iso
 from harness.stages.common import (common_metrics, data_config, debug_dump, ensure_writable,
-                                   param_digest, run_dir, sampler_indices, seed_everything,
-                                   write_metrics)
+                                   loader_sample, locked, param_digest, run_dir, sampler_indices,
+                                   seed_everything, stage_provenance, write_metrics)
 
 
 class SearchTask:
@@ -62,6 +65,9 @@ class SearchTask:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.method.load_state_dict(state)
+
+    def watched(self) -> dict[str, torch.Tensor]:
+        return self.method.arch_tensors()
 
 
 def repeat_loader(loader: Iterable[Any]) -> Iterator[Any]:
@@ -101,6 +107,7 @@ def run_search(params: Params, method: str, seed: int, *,
     """Search with ``method``: a method name, or an ablation name from params.yaml (a method
     with changed settings). Settings come from the active profile, then the ablation's."""
     console = console or Console(stderr=True)
+    started, t0 = now_iso(), time.perf_counter()
     distributed = dist_utils.init_from_env()
     extra: dict[str, Any] = {}
     ablation_tag: dict[str, Any] | None = None
@@ -117,6 +124,14 @@ def run_search(params: Params, method: str, seed: int, *,
     out = run_dir(params, "search", name, seed)
     if dist_utils.is_main():
         ensure_writable(out)
+    with locked(out, f"`harness search --method {name} --seed {seed}`"):
+        return _search(params, method, method_cls, cfg, name, ablation, ablation_tag, seed, out,
+                       distributed, console, started, t0)
+
+
+def _search(params: Params, method: str, method_cls: type[SearchMethod], cfg: Any, name: str,
+            ablation: str | None, ablation_tag: dict[str, Any] | None, seed: int, out: Path,
+            distributed: bool, console: Console, started: str, t0: float) -> dict[str, Any]:
     device = dist_utils.device()
     seed_everything(seed)
     search = params.active.search
@@ -128,6 +143,10 @@ def run_search(params: Params, method: str, seed: int, *,
     else:
         train_loader = val_loader = None
         num_classes = infer_num_classes(dcfg)
+    data = data_digest(dcfg.root, loader_sample(weights=train_loader, arch=val_loader))
+    fp = stage_fingerprint("search", [method, cfg, dcfg, seed, search.train_portion,
+                                      search.max_steps_per_epoch, search.binarizer],
+                           world_size=dist_utils.world_size(), data=data)
     ctx = SearchContext(num_classes=num_classes, device=device, seed=seed,
                         steps_per_epoch=len(train_loader) if train_loader else 0)
     seed_everything(seed)  # the method's initialisation does not depend on data loading
@@ -140,12 +159,11 @@ def run_search(params: Params, method: str, seed: int, *,
         task = SearchTask(searcher, train_loader, val_loader, device, seed,
                           search.max_steps_per_epoch)
         result = run_loop(task, epochs=epochs, checkpoint=out / "checkpoint.pt",
-                          desc=f"search {name} s{seed}", console=console,
-                          fingerprint=fingerprint(method, cfg, dcfg, seed, search.train_portion,
-                                                  search.max_steps_per_epoch, search.binarizer))
+                          desc=f"search {name} s{seed}", console=console, fingerprint=fp)
         seconds, history, resumed = result.seconds, result.history, result.resumed_from_epoch
     else:
         seconds, history, resumed = 0.0, [], None
+    check_finite({}, searcher.arch_tensors(), f"search {name} s{seed}: final architecture")
     genotype = searcher.genotype()
     desc, kind = device_info(device)
     cost, unit = run_cost(seconds, kind, dist_utils.world_size())
@@ -156,7 +174,8 @@ def run_search(params: Params, method: str, seed: int, *,
         search_cost_value=cost, search_cost_unit=unit, peak_memory_mb=peak,
         peak_memory_kind=peak_kind, epochs=epochs, genotype="genotype.json",
         alphas=searcher.alphas(), resumed_from_epoch=resumed, config=cfg.model_dump(),
-        compiled_modules=compiled, final=history[-1] if history else {}, history=history)
+        compiled_modules=compiled, final=history[-1] if history else {}, history=history,
+        provenance=stage_provenance("search", fp, data, started, t0))
     debug_dump("search", {
         "genotype": genotype.to_dict(), "alphas": searcher.alphas(),
         "weights_digest": param_digest(*searcher.modules()),

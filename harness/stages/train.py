@@ -3,12 +3,13 @@
 Cross-entropy, optional KD from a real-valued teacher (KL of output distributions, as the
 official DCP-NAS retraining), optional two-step schedule (step 1: binary activations with
 real weights and weight decay; step 2: fully binary, weight decay 0, starting from step 1).
-Writes runs/train/<name>/seed<k>/: model.pt, metrics.json (top-1/top-5, params, OPs, memory,
+Writes runs/<profile>/train/<name>/seed<k>/: model.pt, metrics.json (top-1/top-5, params, OPs, memory,
 wall-clock cost and device), and per-epoch checkpoints for resume.
 """
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ from rich.console import Console
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from backbones.atomic import atomic_torch_save, load_state_dict_strict, safe_torch_load
+from backbones.atomic import CheckpointError, load_state_dict_strict, safe_torch_load
+from backbones.checkpoint import build_network, save_checkpoint
 from backbones.binary import set_weight_binarization, weight_binarizer
 from backbones.genotypes import PUBLISHED, Genotype
 from backbones.registry import create_backbone
@@ -29,11 +31,12 @@ from harness.accel import autocast, prepare_module, setup_device, to_device
 from harness.config import ConfigError, KDSection, Params, TrainSection
 from harness.costs import device_info, model_cost, run_cost
 from harness.data import build_train_loaders
-from harness.engine import fingerprint, run_loop, set_loader_epoch
+from harness.engine import run_loop, set_loader_epoch
+from harness.provenance import data_digest, file_sha256, fingerprint, now_iso
 from harness.records import RecordError, SearchRecord, TrainRecord, read_record
 from harness.stages.common import (common_metrics, data_config, debug_dump, ensure_writable,
-                                   param_digest, run_dir, sampler_indices, seed_everything,
-                                   write_metrics)
+                                   loader_sample, locked, param_digest, run_dir, sampler_indices,
+                                   seed_everything, stage_provenance, write_metrics)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -190,13 +193,6 @@ def arch_record(genotype: Genotype, cfg: TrainSection, num_classes: int,
                                           "binarizer": cfg.binarizer}}
 
 
-def build_from_record(arch: dict[str, Any]) -> nn.Module:
-    kwargs = dict(arch["kwargs"])
-    if isinstance(kwargs.get("genotype"), dict):
-        kwargs["genotype"] = Genotype.from_dict(kwargs["genotype"], "checkpoint arch record")
-    return create_backbone(arch["backbone"], **kwargs)
-
-
 def _binarizer_kwarg(name: str, binarizer: str) -> dict[str, str]:
     """{"binarizer": ...} when backbone ``name``'s factory takes that argument (the record then
     rebuilds the same network anywhere), else {} (a user factory without it)."""
@@ -226,7 +222,7 @@ def _unknown_run(name: str, params: Params, searched: Path) -> None:
     close = difflib.get_close_matches(name, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise UnknownBackboneError(
-        f"--run {name!r} is neither a search run of {params.source} (no genotype at {searched}) "
+        f"--method {name!r} is neither a search run of {params.source} (no genotype at {searched}) "
         f"nor a registered backbone (one of {', '.join(known)}){hint}")
 
 
@@ -271,6 +267,7 @@ def run_train(params: Params, name: str, seed: int, *,
               console: Console | None = None) -> dict[str, Any]:
     """Retrain the genotype found by search run ``name`` (a method or an ablation name)."""
     console = console or Console(stderr=True)
+    started, t0 = now_iso(), time.perf_counter()
     distributed = dist_utils.init_from_env()
     cfg = params.active.train
     searched = genotype_path or run_dir(params, "search", name, seed) / "genotype.json"
@@ -288,6 +285,15 @@ def run_train(params: Params, name: str, seed: int, *,
     out = run_dir(params, "train", name, seed)
     if dist_utils.is_main():
         ensure_writable(out)
+    with locked(out, f"`harness train --method {name} --seed {seed}`"):
+        return _train(params, name, seed, cfg, genotype, published, reference, searched,
+                      searched_with, out, distributed, console, started, t0)
+
+
+def _train(params: Params, name: str, seed: int, cfg: TrainSection, genotype: Genotype | None,
+           published: bool, reference: bool, searched: Path, searched_with: SearchRecord | None,
+           out: Path, distributed: bool, console: Console, started: str, t0: float
+           ) -> dict[str, Any]:
     device = dist_utils.device()
     seed_everything(seed)
     setup_device(device)
@@ -296,6 +302,11 @@ def run_train(params: Params, name: str, seed: int, *,
                                                                  distributed=distributed)
     world = dist_utils.world_size()
     lr = cfg.lr * cfg.batch_size * world / cfg.lr_scale_batch
+    data = data_digest(dcfg.root, loader_sample(train=train_loader, test=test_loader))
+    teacher_file = cfg.kd.teacher_checkpoint
+
+    def fp(*settings: Any, **extra: Any) -> dict[str, str]:
+        return fingerprint("train", settings, world_size=world, data=data, **extra)
 
     def wrap(m: nn.Module) -> nn.Module:
         m = prepare_module(m, device, cfg.channels_last)
@@ -307,10 +318,15 @@ def run_train(params: Params, name: str, seed: int, *,
     if cfg.kd.teacher != "none":
         seed_everything(seed)
         teacher_net = _build_teacher(cfg.kd, genotype, cfg, num_classes).to(device)
-        if cfg.kd.teacher_checkpoint:
-            state = safe_torch_load(cfg.kd.teacher_checkpoint)
-            load_state_dict_strict(teacher_net, state.get("model", state),
-                                   cfg.kd.teacher_checkpoint)
+        if teacher_file:
+            state = safe_torch_load(teacher_file)
+            if isinstance(state, dict) and isinstance(state.get("model"), dict):
+                state = state["model"]
+            if not isinstance(state, dict):
+                raise CheckpointError(f"{teacher_file} (train.kd.teacher_checkpoint): expected "
+                                      f"a state_dict or {{'model': state_dict}}, got "
+                                      f"{type(state).__name__}")
+            load_state_dict_strict(teacher_net, state, teacher_file)
         else:
             t_model = wrap(teacher_net)
             t_task = TrainTask(t_model, train_loader, test_loader,
@@ -319,7 +335,9 @@ def run_train(params: Params, name: str, seed: int, *,
             res = run_loop(t_task, epochs=cfg.kd.teacher_epochs,
                            checkpoint=out / "teacher_checkpoint.pt",
                            desc=f"teacher {name} s{seed}", console=console,
-                           fingerprint=fingerprint(cfg, dcfg, seed, "teacher"))
+                           fingerprint=fp(cfg, dcfg, seed, "teacher",
+                                          genotype=None if genotype is None
+                                          else genotype.to_dict()))
             total_seconds += res.seconds
         teacher = teacher_net.eval()
         for p in teacher.parameters():
@@ -331,7 +349,7 @@ def run_train(params: Params, name: str, seed: int, *,
                                             **_binarizer_kwarg(name, cfg.binarizer),
                                             **cfg.reference_kwargs}})
     with weight_binarizer(cfg.binarizer):   # also for a factory without a binarizer argument
-        net = build_from_record(record).to(device)
+        net = build_network(record, f"{name} arch record").to(device)
     cp_parent = _build_cp_parent(cfg, genotype, net, num_classes, device, lr, wrap)
     steps = [("step1", False, cfg.weight_decay), ("step2", True, cfg.step2_weight_decay)] \
         if cfg.two_step else [("train", True, cfg.weight_decay)]
@@ -346,7 +364,9 @@ def run_train(params: Params, name: str, seed: int, *,
                          cfg, lr, cfg.epochs, device, seed, teacher, cp_parent)
         res = run_loop(task, epochs=cfg.epochs, checkpoint=out / f"checkpoint_{tag}.pt",
                        desc=f"train {name} s{seed} {tag}", console=console,
-                       fingerprint=fingerprint(record, cfg, dcfg, seed, tag))
+                       fingerprint=fp(record, cfg, dcfg, seed, tag, **(
+                           {"teacher": file_sha256(teacher_file)} if teacher is not None
+                           and teacher_file else {})))
         total_seconds += res.seconds
         history += [{**h, "phase": {"step1": 1.0, "step2": 2.0}.get(tag, 0.0)} for h in res.history]
         resumed[tag] = res.resumed_from_epoch
@@ -372,14 +392,15 @@ def run_train(params: Params, name: str, seed: int, *,
         two_step=cfg.two_step, resumed_from_epoch=resumed, history=history,
         binarizer=cfg.binarizer, best_top1=best.get("top1"), best_top5=best.get("top5"),
         best_epoch=int(best["epoch"]) if "epoch" in best else None, size=size,
-        genotype=(f"published:{name}" if published else None if reference else str(searched)))
+        genotype=(f"published:{name}" if published else None if reference else str(searched)),
+        provenance=stage_provenance("train", fp(record, cfg, dcfg, seed), data, started, t0))
     debug_dump("train", {
         "model_wrapper": type(model).__name__, "weights_digest": param_digest(net),
         "train_sampler": type(train_loader.sampler).__name__,
         "train_indices": sampler_indices(train_loader),
         "test_indices": sampler_indices(test_loader), "top1": top1, "lr": lr})
     if dist_utils.is_main():
-        atomic_torch_save({"model": net.state_dict(), "arch": record}, out / "model.pt")
+        save_checkpoint(out / "model.pt", net, record)
         _write_history_csv(out / "history.csv", history)
     metrics = write_metrics(out / "metrics.json", result)
     dist_utils.barrier()

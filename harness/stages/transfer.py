@@ -12,10 +12,12 @@ from typing import Any
 
 from rich.console import Console
 
-from backbones.atomic import safe_torch_load, storage_errors
+from backbones.atomic import storage_errors
+from backbones.checkpoint import read_arch
 from backbones.registry import UnknownBackboneError, _ensure_builtin_registered, list_backbones
 from harness.config import Params
-from harness.stages.common import ensure_writable, run_dir
+from harness.runs import check_name
+from harness.stages.common import ensure_writable, locked, run_dir
 
 
 def resolve_backbone(params: Params, name: str, seed: int,
@@ -23,14 +25,14 @@ def resolve_backbone(params: Params, name: str, seed: int,
     """(registry name or module:function, classification checkpoint to start from)."""
     trained = run_dir(params, "train", name, seed) / "model.pt"
     if checkpoint is None and trained.is_file():
-        # only the arch record is needed here (the runner loads the weights): map, not read
-        arch = safe_torch_load(trained, mmap=True).get("arch") or {}
-        return str(arch.get("backbone", name)), trained
+        # only the (checked: a registered backbone) arch record is needed here; the runner
+        # loads the weights
+        return read_arch(trained)["backbone"], trained
     _ensure_builtin_registered()
     if ":" in name or name in list_backbones():
         return name, checkpoint
     raise UnknownBackboneError(
-        f"backbone {name!r}: no retrained network at {trained} (run `harness train --run "
+        f"backbone {name!r}: no retrained network at {trained} (run `harness train --method "
         f"{name} --seed {seed}` first), and it is not a registered backbone "
         f"({', '.join(list_backbones())}) or 'package.module:function'")
 
@@ -40,9 +42,15 @@ def run_transfer(params: Params, *, task: str, backbone: str, seed: int = 0,
                  console: Console | None = None) -> dict[str, Any]:
     console = console or Console(stderr=True)
     spec, init = resolve_backbone(params, backbone, seed, checkpoint)
-    label = backbone.replace(":", "-")
+    label = check_name(backbone.replace(":", "-"), "--backbone label")
     stage = "detect" if task == "detection" else "reid"
     work = ensure_writable(out_dir or run_dir(params, stage, label, seed))
+    with locked(work, f"`harness transfer --task {task} --backbone {backbone} --seed {seed}`"):
+        return _transfer(params, task, spec, init, label, seed, work, console)
+
+
+def _transfer(params: Params, task: str, spec: str, init: Path | None, label: str, seed: int,
+              work: Path, console: Console) -> dict[str, Any]:
     prof = params.active
     console.print(f"{task}: backbone {spec}"
                   + (f" initialised from {init}" if init else " (random init)"))

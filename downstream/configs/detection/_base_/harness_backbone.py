@@ -12,6 +12,6 @@ harness_backbone = dict(
     backbone='nas',                         # or 'bireal_resnet18', 'module:function'
     backbone_kwargs=dict(stem='imagenet'),  # genotype / C / layers: from the checkpoint
     out_indices=None,                       # or run_detection(backbone_kwargs=...)
-    init_checkpoint=None,                   # runs/train/<method>/seed<k>/model.pt
+    init_checkpoint=None,                   # runs/<profile>/train/<method>/seed<k>/model.pt
     frozen_stages=-1,
     norm_eval=False)
