@@ -140,14 +140,16 @@ def _check_concat(data: dict[str, Any], key: str, source: str) -> tuple[int, ...
 
 
 def parse_alphas(weights: torch.Tensor, primitives: tuple[str, ...] = PRIMITIVES) -> list[Edge]:
-    """DARTS rule: per node keep the 2 incoming edges whose best non-'none' op is strongest."""
+    """DARTS rule: per node keep the 2 incoming edges whose best non-'none' op is strongest.
+    NaN or +inf weights (a diverged search) raise GenotypeError; -inf marks a removed op."""
     if weights.shape != (NUM_EDGES, len(primitives)):
         raise ValueError(f"alpha has shape {tuple(weights.shape)}, expected "
                          f"({NUM_EDGES}, {len(primitives)})")
     w = weights.detach().cpu()
-    if not bool(torch.isfinite(w).all()):
-        raise GenotypeError(f"alpha holds {int((~torch.isfinite(w)).sum())} non-finite values "
-                            f"(NaN or inf): no cell can be read from it")
+    bad = torch.isnan(w) | torch.isposinf(w)      # -inf is an op removed (CP-NAS's pruning)
+    if bool(bad.any()):
+        raise GenotypeError(f"alpha holds {int(bad.sum())} NaN or +inf values: no cell can be "
+                            f"read from it")
     none_idx = primitives.index("none") if "none" in primitives else None
     gene: list[Edge] = []
     start = 0

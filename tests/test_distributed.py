@@ -62,8 +62,9 @@ def test_search_under_torchrun(dist_search: dict[str, Any]) -> None:
     out = search_dir(dist_search["folder"], "direct_bnas", 0)
     written = (out / "genotype.json").read_text()
     assert written == Genotype.from_dict(r1["genotype"]).to_json()
-    # rank 0 alone wrote the run folder: one copy of each file, no rank-suffixed or temp files
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "genotype.json",
+    # rank 0 alone wrote the run folder (and holds its lock): one copy of each file, no
+    # rank-suffixed or temp files
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "checkpoint.pt", "genotype.json",
                                                     "metrics.json"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == WORLD

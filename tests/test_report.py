@@ -518,3 +518,37 @@ def test_ggn_claim_is_judged_from_exact_and_ggn_searches(tmp_path):
                                                (72.0, 72.4), (71.9, 72.1)))
     g1 = next(c for t, c in res.items() if "GGN approximation" in t)
     assert g1.verdict == C.CANNOT_SAY and "1.50x" in g1.why and "reduced" in g1.why
+
+
+# ------------------------------------------------------------------------------ provenance
+def _prov(commit, dirty=False):
+    return {"commit": commit, "dirty": dirty, "code_digest": "c0de", "code_paths": ["backbones"],
+            "versions": {"torch": "2.14.1"}, "fingerprint": {"settings": "s"},
+            "started": "2026-12-03T10:00:00+00:00", "seconds": 1.0}
+
+
+def test_rows_that_mix_commits_are_marked(tmp_path):
+    runs = tmp_path / "runs"
+    for seed, commit in ((0, "a" * 40), (1, "b" * 40)):
+        p = runs / "train" / "dcpnas" / f"seed{seed}" / "metrics.json"
+        p.parent.mkdir(parents=True)
+        p.write_text(json.dumps({**_train("dcpnas", seed, 90.0 + seed, 99.0),
+                                 "provenance": _prov(commit, dirty=seed == 1)}))
+    p = runs / "train" / "cpnas" / "seed0" / "metrics.json"
+    p.parent.mkdir(parents=True)
+    p.write_text(json.dumps({**_train("cpnas", 0, 89.0, 98.0), "provenance": _prov("a" * 40)}))
+    tables = build_report(runs, tmp_path / "out", console=Console(file=io.StringIO()))
+    cls = tables["classification"].set_index("method")
+    assert cls.loc["dcpnas", "provenance"] == f"mixed commits: {'a' * 10}, {'b' * 10}+dirty"
+    assert cls.loc["cpnas", "provenance"] == ""
+    md = (tmp_path / "out" / "classification.md").read_text()
+    assert f"Provenance: commit {'a' * 10} (2 runs), {'b' * 10}+dirty (1 run)" in md
+    assert "commits" in tables["runs_summary"].columns
+
+
+def test_one_commit_adds_no_provenance_column(tmp_path):
+    runs = _one_valid(tmp_path)
+    tables = build_report(runs, tmp_path / "out", console=Console(file=io.StringIO()))
+    assert "provenance" not in tables["classification"].columns
+    assert "Provenance: commit unknown (1 run)" in (tmp_path / "out" /
+                                                    "classification.md").read_text()

@@ -16,7 +16,7 @@ from backbones.atomic import atomic_write_json
 from harness import dist_utils
 from harness.config import Params
 from harness.data import DataConfig
-from harness.provenance import provenance
+from harness.provenance import data_digest, provenance
 from harness.records import Provenance, RecordBase, write_record
 from harness.runs import run_folder, run_lock
 
@@ -46,6 +46,16 @@ def loader_sample(**loaders: Any) -> dict[str, list[int]]:
     """The dataset indices each loader draws from (its Subset's), for the data digest."""
     return {name: [int(i) for i in getattr(loader.dataset, "indices", range(len(loader.dataset)))]
             for name, loader in loaders.items() if loader is not None}
+
+
+def shared_data_digest(root: str, sample: dict[str, list[int]] | None) -> dict[str, Any]:
+    """``data_digest`` computed on the main rank and broadcast: a large folder (ImageNet's 1.3 M
+    files) is listed once, and every rank compares the same fingerprint when it resumes."""
+    if not dist_utils.is_dist():
+        return data_digest(root, sample)
+    box = [data_digest(root, sample) if dist_utils.is_main() else None]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def stage_provenance(stage: str, fingerprint: dict[str, str], data: dict[str, Any] | None,
@@ -111,11 +121,14 @@ def param_digest(*modules: torch.nn.Module) -> str:
 
 
 def sampler_indices(loader: Any) -> list[int] | None:
-    """The indices a DistributedSampler gives this rank for its current epoch (None when the
-    loader has no DistributedSampler: listing a RandomSampler would consume its generator)."""
+    """The indices a distributed sampler gives this rank for its current epoch (torch's
+    DistributedSampler for training, mmengine's unpadded DefaultSampler for evaluation); None
+    for single-process loaders (listing a RandomSampler would consume its generator)."""
+    from mmengine.dataset import DefaultSampler
     from torch.utils.data import DistributedSampler
     sampler = getattr(loader, "sampler", None)
-    return [int(i) for i in sampler] if isinstance(sampler, DistributedSampler) else None
+    return ([int(i) for i in sampler] if isinstance(sampler, (DistributedSampler, DefaultSampler))
+            else None)
 
 
 def debug_dump(stage: str, payload: dict[str, Any]) -> None:

@@ -24,10 +24,11 @@ from harness.records import SearchRecord
 from harness.costs import device_info, peak_memory_mb, reset_peak_memory, run_cost
 from harness.data import build_search_loaders, infer_num_classes
 from harness.engine import check_finite, run_loop, set_loader_epoch
-from harness.provenance import data_digest, fingerprint as stage_fingerprint, now_iso
+from harness.provenance import fingerprint as stage_fingerprint, now_iso
 from harness.stages.common import (common_metrics, data_config, debug_dump, ensure_writable,
                                    loader_sample, locked, param_digest, run_dir, sampler_indices,
-                                   seed_everything, stage_provenance, write_metrics)
+                                   seed_everything, shared_data_digest, stage_provenance,
+                                   write_metrics)
 
 
 class SearchTask:
@@ -143,7 +144,7 @@ def _search(params: Params, method: str, method_cls: type[SearchMethod], cfg: An
     else:
         train_loader = val_loader = None
         num_classes = infer_num_classes(dcfg)
-    data = data_digest(dcfg.root, loader_sample(weights=train_loader, arch=val_loader))
+    data = shared_data_digest(dcfg.root, loader_sample(weights=train_loader, arch=val_loader))
     fp = stage_fingerprint("search", [method, cfg, dcfg, seed, search.train_portion,
                                       search.max_steps_per_epoch, search.binarizer],
                            world_size=dist_utils.world_size(), data=data)
