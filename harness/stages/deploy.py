@@ -187,7 +187,10 @@ def run_deploy(params: Params, name: str, seed: int, *, paper_size: bool = False
     label = f"{name}-paper" if paper_size else name
     out = ensure_writable(run_dir(params, "deploy", label, seed))
     dep = params.active.deploy
-    data = None if paper_size else data_digest(params.active.data.root)
+    # the images the agreement check reads (ImageNet: its val folder only, not 1.28 M files)
+    d = params.active.data
+    data = None if paper_size else data_digest(
+        Path(d.root) / "val" if d.name == "imagenet" else d.root)
     fp = fingerprint("deploy", [record, dep, paper_size, seed], world_size=1, data=data,
                      **({"checkpoint": file_sha256(checkpoint)} if checkpoint else {}))
     with locked(out, f"`harness deploy --backbone {name} --seed {seed}`"):
