@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install install-check repro test test-all bench
+.PHONY: install install-check repro test test-all bench real-subset
 install:
 	VENV=$(VENV) bash scripts/install.sh
 
@@ -27,3 +27,11 @@ test-all: install
 # also compiled (edge by edge) and timed side by side with an eager copy
 bench: install
 	$(BIN)/python benchmarks/bench_search_step.py --compile --markdown
+
+# the NAS-reproduction protocol on real images (README "Profiles"): every method x 3 independent
+# searches, each retrained once; needs the subset in data/cifar10-subset (README)
+REAL_SUBSET_RUNS ?= [direct_bnas,random,darts,darts_2nd,pcdarts,cpnas,dcpnas]
+real-subset: install
+	HARNESS_THREADS=2 $(BIN)/dvc exp run -S profile=real-subset -S 'seeds=[0,1,2]' \
+	    -S 'search_runs=$(REAL_SUBSET_RUNS)' -S 'backbones=[dcpnas]' \
+	    -S 'reference_backbones=[bireal_resnet18]' -S 'deploy_paper_size=[]'

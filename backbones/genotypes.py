@@ -29,6 +29,10 @@ STEPS = 4  # intermediate nodes per cell
 NUM_EDGES = sum(2 + i for i in range(STEPS))  # 14 edges in the supernet cell
 
 
+#: the candidate ops without weights (``none`` is never in a genotype)
+PARAM_FREE: tuple[str, ...] = ("skip_connect", "max_pool_3x3", "avg_pool_3x3")
+
+
 class GenotypeError(ValueError):
     """A genotype that is malformed or outside the search space."""
 
@@ -58,6 +62,16 @@ class Genotype:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def op_counts(self) -> dict[str, int]:
+        """How many of each cell's 8 edges are parameter-free (skip-connect, pools) and how many
+        are skip-connects: the signature of the skip-connect collapse DARTS is known for (a
+        normal cell of skips has almost no capacity)."""
+        out = {}
+        for cell, edges in (("normal", self.normal), ("reduce", self.reduce)):
+            out[f"{cell}_param_free"] = sum(op in PARAM_FREE for op, _ in edges)
+            out[f"{cell}_skip"] = sum(op == "skip_connect" for op, _ in edges)
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<genotype>") -> "Genotype":

@@ -157,9 +157,11 @@ class CPLossSection(Settings):
     """CP-NAS's kernel-level Child-Parent loss in retraining (Eq. 4.18): a real-valued Parent of
     the same genotype trains beside the 1-bit network on cross-entropy; the 1-bit network adds
     weight / 2 * sum of per-filter MSE(Parent kernel, its kernel) (+ compact_weight * the
-    intra-class compactness of its features). weight 0 = off."""
-    weight: NonNegativeFloat = 0.0
-    kernel: CPKernel = "binarized"     # binarized (its 1-bit kernel) | latent (its real weights)
+    intra-class compactness of its features). weight 0 = off; unset (the default) = the
+    published recipe of the searched method: a CP-NAS cell retrains with the CP loss of its
+    search (CP-NAS's training stage: its cp_weight and cp_kernel), every other network without."""
+    weight: NonNegativeFloat | None = None
+    kernel: CPKernel | None = None     # binarized (its 1-bit kernel) | latent (its real weights)
     compact_weight: NonNegativeFloat = 0.0
 
 
@@ -194,7 +196,9 @@ class TrainSection(Settings):
     size: Literal["S", "L"] | None = None  # which DCP-NAS model size a run stands for
     reference_kwargs: dict[str, Any] = Field(default_factory=dict)  # e.g. {width: 16}
     compile: bool = False              # torch.compile the network (harness/accel.py)
-    amp: bool = True                   # CUDA only: bf16 autocast of forward passes (accel.py)
+    #: CUDA only: bf16 autocast of forward passes (accel.py). Off: the official retraining runs
+    #: in fp32; turn it on for speed (a named departure, recorded with the run's settings)
+    amp: bool = False
     channels_last: bool = True         # CUDA only
     kd: KDSection = Field(default_factory=KDSection)
     cp_loss: CPLossSection = Field(default_factory=CPLossSection)

@@ -128,6 +128,9 @@ class SearchRecord(RecordBase):
     resumed_from_epoch: int | None = None
     config: dict[str, Any] = Field(default_factory=dict)
     compiled_modules: NonNegativeInt = 0
+    #: the found cell: {normal,reduce}_{param_free,skip} edge counts, params_m / ops_m of its
+    #: 1-bit network at the profile's retraining size (``harness.stages.search.cell_summary``)
+    cell: dict[str, Any] | None = None
     final: dict[str, Any] = Field(default_factory=dict)
     history: list[dict[str, Any]] = Field(default_factory=list)
 
@@ -152,6 +155,7 @@ class TrainRecord(RecordBase):
     best_epoch: NonNegativeInt | None = None
     binarizer: str | None = None
     kd_teacher: str | None = None
+    cp_loss: dict[str, Any] | None = None   # CP-NAS's training-stage loss as applied
     two_step: bool | None = None
     resumed_from_epoch: dict[str, int | None] = Field(default_factory=dict)
     history: list[dict[str, Any]] = Field(default_factory=list)

@@ -32,6 +32,7 @@ import pandas as pd
 from backbones.atomic import atomic_write_bytes
 
 from harness import claims as C
+from harness import protocol as PR
 from harness.records import (DISTANCE_ALIASES, RECORDS, STAGES, RecordBase, RecordError,
                              parse_record)
 from harness.claims import Stats, fmt_num, fmt_stats, seed_stats
@@ -44,9 +45,12 @@ PAPER_METRICS = {"top1", "top5", "top1_error", "top5_error", "search_cost", "mem
                  "ops", "search_speedup_vs_prior_art", "search_speedup_vs_pcdarts"}
 
 #: every table build_report may write (stale files of tables not produced are removed)
-TABLE_NAMES = ("runs_summary", "classification", "search_cost", "ablation_tangent_lr",
-               "ablation_distance", "detection", "reid", "deployment", "claims")
+TABLE_NAMES = ("runs_summary", "classification", "end_to_end_cost", "search_cost",
+               "ablation_tangent_lr", "ablation_distance", "detection", "reid", "deployment",
+               "claims")
 
+BEST_HEADER = "best of N top-1 (%) [max, not a mean]"
+RI_HEADER = "RI vs random (%)"
 DELTA_HEADER = "Δ top-1 (measured − paper)"
 DELTA5_HEADER = "Δ top-5 (measured − paper)"
 PAPER1_HEADER = "paper top-1 % (dataset, source)"
@@ -75,7 +79,7 @@ def _ablation_fields(abl: dict | None) -> dict:
         variant = (f"T4.2: tangent {'on' if abl['tangent'] else 'off'}, "
                    f"L_R {'on' if abl['recon'] else 'off'}")
     elif table == C.TABLE_43 and "second_order" in abl:
-        variant = f"T4.3: second order {abl['second_order']}"
+        variant = f"T4.3: {abl.get('label') or 'second order ' + str(abl['second_order'])}"
     elif table in ("4.4.7", "speed") and abl.get("label"):
         variant = f"{'§4.4.7' if table == '4.4.7' else 'speed'}: {abl['label']}"
     elif table == "4.4":
@@ -402,10 +406,15 @@ def build_classification(metrics: pd.DataFrame, paper: pd.DataFrame) -> pd.DataF
         top1, top5 = _stats(g, "top1"), _stats(g, "top5")
         srows, note = search_rows_for(search, method, akey, dataset, profile, g["seed"])
         mixed.append(provenance_cell(pd.concat([g, srows])))
+        rand = train[(train["method"] == "random") & (train["ablation_key"] == "")
+                     & (train["dataset"] == dataset) & (train["profile"] == profile)]
         rows.append({
             "method": method, "variant": first["variant"], "dataset": dataset, "profile": profile,
-            "n seeds": int(top1.n),
-            "top-1 (%)": fmt_stats(top1), "top-5 (%)": fmt_stats(top5),
+            "protocol": PR.row_protocol(g), "n seeds": int(top1.n),
+            "top-1 (%)": fmt_stats(top1), BEST_HEADER: PR.best_of_n(g),
+            RI_HEADER: PR.fmt_ri(PR.relative_improvement(g, rand)) if method != "random" else "0",
+            "skips, normal cell": PR.fmt_skips(PR.skip_counts(srows)),
+            "top-5 (%)": fmt_stats(top5),
             **({"best-epoch top-1 (%)": fmt_stats(_stats(g, "best_top1"))} if has_best else {}),
             "params (M)": fmt_stats(_stats(g, "params_m"), ".3g"),
             "OPs (M)": fmt_stats(_stats(g, "ops_m"), ".4g"),
@@ -692,6 +701,7 @@ def _print_table(console, name: str, df: pd.DataFrame, notes: list[str]) -> None
 TABLE_TITLES = {
     "runs_summary": "What was run",
     "classification": "Classification (retrained networks)",
+    "end_to_end_cost": "End-to-end cost (search + retraining + transfer)",
     "search_cost": "Search cost",
     "ablation_tangent_lr": "Ablation: tangent constraint × L_R (Table 4.2)",
     "ablation_distance": "Ablation: distance D (Table 4.4)",
@@ -767,7 +777,9 @@ def _render_report(runs_dir: Path, out_dir: Path, paper_path: Path, metrics: pd.
     L.append("")
     L.append("## What was run\n")
     L.append(_md(tables["runs_summary"]) + "\n")
-    sections = [("classification", "Classification"), ("search_cost", "Search cost"),
+    sections = [("classification", "Classification"),
+                ("end_to_end_cost", TABLE_TITLES["end_to_end_cost"]),
+                ("search_cost", "Search cost"),
                 ("ablation_tangent_lr", "Ablation: tangent constraint × L_R (Table 4.2)"),
                 ("ablation_distance", "Ablation: distance D (Table 4.4)"),
                 ("detection", "Transfer: object detection"), ("reid", "Transfer: person re-identification"),
@@ -803,6 +815,7 @@ def _render_report(runs_dir: Path, out_dir: Path, paper_path: Path, metrics: pd.
 
 #: the stages whose runs make each table's rows
 TABLE_STAGES = {"classification": ("train", "search"), "search_cost": ("search",),
+                "end_to_end_cost": STAGES,
                 "ablation_tangent_lr": ("train", "search"),
                 "ablation_distance": ("train", "search"), "detection": ("detect",),
                 "reid": ("reid",), "deployment": ("deploy",)}
@@ -834,6 +847,10 @@ def build_report(runs_dir: Path, out_dir: Path, console=None,
     tables["runs_summary"] = build_runs_summary(metrics)
     candidates = {
         "classification": (build_classification(metrics, paper), []),
+        "end_to_end_cost": (PR.build_end_to_end(metrics),
+                            ["Mean per seed of each stage's process-seconds (wall seconds x "
+                             "processes) for the method's main runs; transfer is the detection "
+                             "and re-ID training of the backbone of the same name."]),
         "search_cost": (build_search_cost(metrics, paper),
                         ["Search cost in the unit measured: CPU-hours on CPU, GPU-days on a GPU; "
                          "only GPU-days on the paper's dataset and a non-smoke profile compare with "
@@ -844,7 +861,14 @@ def build_report(runs_dir: Path, out_dir: Path, console=None,
         "reid": (build_reid(metrics), []),
         "deployment": (build_deployment(metrics), DEPLOY_NOTES),
     }
-    cls_notes = ["Top-1 / top-5: mean ± sample std (ddof=1) over seeds, or the value and n=1, of the "
+    cls_notes = ["Protocol (Yang et al., ICLR 2020): 'N independent searches, each retrained once' "
+                 "means every seed searched its own cell and retrained it once; top-1 is the "
+                 "mean ± std over those N; the best-of-N column is the maximum, marked as such "
+                 "(not what one search gives). A 'MIXED' protocol is not a mean over independent "
+                 "searches. RI = 100 (acc − acc_random) / acc_random per run, acc_random the "
+                 f"mean of the random-architecture runs. Skips: skip-connects in each search's "
+                 f"normal cell; more than {PR.COLLAPSE_SKIPS} counts as collapsed.",
+                 "Top-1 / top-5: mean ± sample std (ddof=1) over seeds, or the value and n=1, of the "
                  "final epoch. Best-epoch top-1: the best test epoch of the last training step, which "
                  "is what the official DCP-NAS scripts report (it selects on the test set).",
                  "The paper columns show the papers' numbers for the method whatever the dataset; "

@@ -486,19 +486,30 @@ def test_search_speed_claim_is_judged_only_on_paper_profiles(tmp_path):
 
 
 def _ggn_runs(profile: str, exact_s: float, ggn_s: float, top_exact, top_ggn):
-    """A main DCP-NAS search with second_order exact (recorded in its config) and a Table 4.3
-    ablation with ggn, two seeds each, and their retrainings."""
-    abl = {"name": "dcpnas-ggn", "table": "4.3", "label": "GGN", "second_order": "ggn"}
+    """The main DCP-NAS search (the published GGN product, recorded in its config), the Table
+    4.3 ablation with the exact Hessian (decoupled, as the main run), and the sampled-Fisher
+    and non-decoupled exact ablations that the claim must leave out; two seeds each, and their
+    retrainings."""
+    abl = {"name": "dcpnas-exact", "table": "4.3", "label": "exact", "second_order": "exact",
+           "decouple": True}
+    sampled = {"name": "dcpnas-ggn", "table": "4.3", "label": "GGN sampled",
+               "second_order": "ggn"}
+    nodec = {"name": "dcpnas-exact-nodecouple", "table": "4.3", "label": "exact, no dec",
+             "second_order": "exact", "decouple": False}
     recs = []
     for s in (0, 1):
         main = _search("dcpnas", s, s, dataset="imagenet", profile=profile)
-        main.update(search_seconds=exact_s + s, config={"second_order": "exact"})
-        ggn = _search("dcpnas", s, s, ablation=abl, dataset="imagenet", profile=profile)
-        ggn.update(search_seconds=ggn_s + s)
-        recs += [main, ggn,
-                 _train("dcpnas", s, top_exact[s], 90.0, dataset="imagenet", profile=profile,
+        main.update(search_seconds=ggn_s + s, config={"second_order": "ggn_exact"})
+        exact = _search("dcpnas", s, s, ablation=abl, dataset="imagenet", profile=profile)
+        exact.update(search_seconds=exact_s + s)
+        fisher = _search("dcpnas", s, s, ablation=sampled, dataset="imagenet", profile=profile)
+        fisher.update(search_seconds=1.0)
+        other = _search("dcpnas", s, s, ablation=nodec, dataset="imagenet", profile=profile)
+        other.update(search_seconds=1e6)
+        recs += [main, exact, fisher, other,
+                 _train("dcpnas", s, top_ggn[s], 90.0, dataset="imagenet", profile=profile,
                         dev=GPU),
-                 _train("dcpnas", s, top_ggn[s], 90.0, ablation=abl, dataset="imagenet",
+                 _train("dcpnas", s, top_exact[s], 90.0, ablation=abl, dataset="imagenet",
                         profile=profile, dev=GPU)]
     return recs
 
@@ -552,3 +563,43 @@ def test_one_commit_adds_no_provenance_column(tmp_path):
     assert "provenance" not in tables["classification"].columns
     assert "Provenance: commit unknown (1 run)" in (tmp_path / "out" /
                                                     "classification.md").read_text()
+
+
+# ------------------------------------------------------------------------------ protocol
+def test_protocol_columns_ri_collapse_and_end_to_end(tmp_path):
+    """3 independent DCP-NAS searches (one collapsed cell) and 3 random architectures on
+    real-subset: the table says its protocol, the best of N apart, RI against random; the
+    collapse claim counts the cells; the end-to-end table adds the stages' seconds."""
+    runs = tmp_path / "runs"
+
+    def put(rel, rec):
+        p = runs / rel / "metrics.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(rec))
+
+    tops = {"dcpnas": [55.0, 60.0, 65.0], "random": [50.0, 50.0, 50.0]}
+    skips = [1, 2, 5]
+    for method in ("dcpnas", "random"):
+        for s in range(3):
+            srec = {**_search("dcpnas", s, 0), "method": method, "search_seconds": 100.0,
+                    "search_cost_value": 0.1, "cell": {"normal_skip": skips[s],
+                                                       "normal_param_free": skips[s]}}
+            srec.update(CPU, search_cost_unit="CPU-hours")
+            put(f"search/{method}/seed{s}", srec)
+            put(f"train/{method}/seed{s}",
+                {**_train(method, s, tops[method][s], 90.0),
+                 "train_seconds": 50.0,
+                 "genotype": f"runs/real-subset/search/{method}/seed{s}/genotype.json"})
+    tables = build_report(runs, tmp_path / "out", console=Console(file=io.StringIO()))
+    cls = tables["classification"].set_index("method")
+    assert cls.loc["dcpnas", "protocol"] == "3 independent searches, each retrained once"
+    assert cls.loc["dcpnas", "best of N top-1 (%) [max, not a mean]"] == "65.00 (best of 3)"
+    ri = [100 * (t - 50.0) / 50.0 for t in tops["dcpnas"]]
+    assert cls.loc["dcpnas", "RI vs random (%)"] == (f"{statistics.mean(ri):.2f} ± "
+                                                     f"{statistics.stdev(ri):.2f}")
+    assert cls.loc["dcpnas", "skips, normal cell"] == "1, 2, 5 (1 of 3 collapsed)"
+    claims = {r["id"]: r for _, r in tables["claims"].iterrows()}
+    assert claims["K1"]["verdict"] == C.CANNOT_SAY and "1 of 3 DCP-NAS cells" in claims["K1"]["why"]
+    e2e = tables["end_to_end_cost"].set_index("method")
+    assert e2e.loc["dcpnas", "total per seed (s)"] == "150"
+    assert e2e.loc["dcpnas", "total per seed"] == f"{150 / 3600:.4g} CPU-hours"

@@ -70,9 +70,10 @@ from backbones.supernet import Supernet
 class DCPNASConfig(CommonSearchConfig):
     """DCP-NAS settings on top of the common supernet ones (DARTS CIFAR-10 defaults).
 
-    Naming: ``lambda_r`` weighs the reconstruction error L_R and ``mu`` the tangent distance D,
-    as in docs/ALGORITHM.md. The book's Eq. 4.32 uses the letters the other way round
-    (-G + lambda D + mu L_R); its values "5e3 and 0.2" are discussed at the two fields."""
+    The defaults are the published method (the book's §4.4): GGN second order, D weighted 5e-3
+    and L_R 0.2, decoupled optimization on. Naming: ``lambda_r`` weighs the reconstruction
+    error L_R and ``mu`` the tangent distance D, as in docs/ALGORITHM.md; the book's Eq. 4.32
+    uses the letters the other way round (-G + lambda D + mu L_R)."""
 
     #: tangent propagation: the distance term mu * D(alpha_hat) (False = CP-NAS-like Child)
     tangent: bool = True
@@ -82,28 +83,25 @@ class DCPNASConfig(CommonSearchConfig):
     decouple: bool = True
     #: D between the Child's architecture gradient and the tangent: fnorm | l1 | cosine
     distance: tp.Distance = "fnorm"
-    #: Hessian of G in dD/dalpha_hat: ggn (the Fisher estimated from ggn_samples label draws:
-    #: one backward; the paper's approximation) | ggn_exact (the GGN product itself,
-    #: deterministic: three backwards) | exact (the true Hessian: double backward).
-    #: benchmarks/bench_second_order.py (CPU, C=8/5 cells and C=16/8 cells): a step with exact
-    #: costs 1.46x one with ggn, the same as ggn_exact, and gives the product Eq. 4.33 needs;
-    #: the one-draw Fisher has cosine ~0.3 with the GGN and ~-0.1 with the Hessian (they differ
-    #: where the Child does not yet match the Parent). Exact is the most accurate per ms: default.
-    second_order: tp.SecondOrder = "exact"
+    #: Hessian of G in dD/dalpha_hat. The book's method is the Generalized Gauss-Newton
+    #: approximation (Eqs. 4.36-4.41): ``ggn_exact`` computes the GGN product itself
+    #: (deterministic; the default, the published method); ``ggn`` estimates it from
+    #: ``ggn_samples`` label draws (the Fisher's sampled form); ``exact`` uses the true Hessian
+    #: (double backward; Table 4.3's "without GGN" rows, ablation ``dcpnas-exact``).
+    second_order: tp.SecondOrder = "ggn_exact"
     #: label draws per example for the Fisher estimate (each is one backward pass to alpha)
     ggn_samples: Count = 1
-    #: weight of L_R = ||w_hat - beta sign(w_hat)||^2, a sum over every binary weight (376 /
-    #: 1415 / 4370 at init for C=4, 3 cells / C=8, 5 cells / C=16, 8 cells). Measured on C=8,
-    #: 5 cells: at 5e-3, lambda_r L_R is 9-33x the KL *value* but its weight gradient is only
-    #: 0.2-0.35x the KL gradient's norm, so L_R regularises while KL still drives the weights;
-    #: 0.2 gives 8-14x and 5e3 (the book's "5e3" read literally) 2e5x the KL gradient: the
-    #: clipped weight update is then pure L_R. Hence the exponent is -3.
-    lambda_r: NonNegativeFloat = 5e-3
-    #: weight of D. D compares architecture gradients (|dG/dalpha_hat| ~ 4e-2 over 224 entries),
-    #: so its gradient is small: measured on C=8, 5 cells, mu = 0.2 makes mu dD/dalpha_hat
-    #: 8-20% of dKL/dalpha_hat (norms); 5e-3 gives 0.2-0.5% (no effect), 5e3 2000x (D alone
-    #: steers alpha_hat).
-    mu: NonNegativeFloat = 0.2
+    #: weight of L_R = ||w_hat - beta sign(w_hat)||^2 (a sum over every binary weight). The
+    #: book's Eq. 4.32 reads -G + lambda D + mu L_R with "5e3 and 0.2": L_R gets 0.2 (the
+    #: published default) and D 5e-3 (the exponent's minus sign read as lost in extraction;
+    #: §4.4.7 says accuracy falls once the D weight passes ~1e-3). Our earlier reading (0.2 on D,
+    #: 5e-3 on L_R) is the ablation ``dcpnas-scaled-weights``: measured on C=8, 5 cells, 0.2 on
+    #: L_R makes its weight gradient 8-14x the KL's (L_R dominates the Child's weight update).
+    lambda_r: NonNegativeFloat = 0.2
+    #: weight of D (see ``lambda_r``): 5e-3, the book's. D compares architecture gradients
+    #: (|dG/dalpha_hat| ~ 4e-2 over 224 entries); measured on C=8, 5 cells, mu = 5e-3 makes
+    #: mu dD/dalpha_hat 0.2-0.5% of dKL/dalpha_hat (norms), 0.2 makes it 8-20%.
+    mu: NonNegativeFloat = 5e-3
     #: backtracking threshold: an op type is backtracked when at least this fraction of the M
     #: op types have a smaller weight norm R(w_m) (0.5 = the top half; 0 = all)
     tau: Fraction = 0.5
@@ -127,6 +125,12 @@ class DCPNASConfig(CommonSearchConfig):
     #: the Child its logits, the tangent of its last update is reused, and psi~ is not updated
     #: (Eq. 4.51 needs the Parent's gradient at the backtracked alpha~)
     parent_every: Count = 1
+    #: how backtracking ranks the ops: ``book`` by R(w_m) = ||w_m||^2 as Eq. 4.53 writes it
+    #: (parameter-free ops by their fixed kernels: the identity's C dwarfs every 1-bit conv's
+    #: (0.02 |M|)^2 n, so skip-connect is always in the backtracked top half); ``relative`` by
+    #: R(w_m) / R(w_m at initialisation), a scale-free reading (every op starts at 1, an op
+    #: ranks high when its weights grew; ablation ``dcpnas-norm-backtrack``)
+    backtrack_norm: Literal["book", "relative"] = "book"
 
 
 @contextlib.contextmanager
@@ -178,7 +182,11 @@ class DCPNAS(SearchMethod):
         self.p_wopt = make_weight_optimizer(self.parent, cfg.w_lr, cfg.w_momentum, cfg.w_wd)
         self.p_aopt = make_arch_optimizer(self.parent, cfg.arch_lr, cfg.arch_wd)
         self.c_wopt = make_weight_optimizer(self.child, cfg.w_lr, cfg.w_momentum, cfg.w_wd)
-        self.c_aopt = make_arch_optimizer(self.child, cfg.arch_lr, cfg.arch_wd)
+        # alpha is one parameter stepped twice per iteration (Algorithm 10: the Parent's DARTS
+        # step, then the Child's Eq. 4.33 step on the inherited copy). Each step keeps its own
+        # Adam moments (the two objectives have different scales), but weight decay acts once:
+        # in the Parent's step (DARTS' 1e-3), not again in the Child's.
+        self.c_aopt = make_arch_optimizer(self.child, cfg.arch_lr, 0.0)
         shape = (2, *self.parent.alpha_normal.shape)
         self.psi = torch.full(shape, float(cfg.psi_init), device=dev)        # psi~ (Eq. 4.51)
         self.bt_mask = torch.zeros(shape, dtype=torch.bool, device=dev)     # last backtracking
@@ -187,6 +195,7 @@ class DCPNAS(SearchMethod):
         self.steps = 0
         self.last_tangent: list[Tensor] | None = None   # of the Parent's last update
         self._norm_index = tp.OpNormIndex(self.child)
+        self.init_norms = tp.op_weight_norms(self.child, self._norm_index)   # R(w_m) at init
 
     # -- small helpers ----------------------------------------------------------------------
     @property
@@ -257,6 +266,8 @@ class DCPNAS(SearchMethod):
         n_bt = zero
         if cfg.decouple:
             norms = tp.op_weight_norms(child, self._norm_index)
+            if cfg.backtrack_norm == "relative":
+                norms = tp.relative_norms(norms, self.init_norms)
             mask = tp.backtrack_mask(norms, cfg.tau, self._op_mask(child))
             alpha_tilde = tp.backtrack(self._alpha(child), alpha_t, self.psi, mask, self.eta)
             with torch.no_grad():
@@ -436,7 +447,7 @@ class DCPNAS(SearchMethod):
                 "c_wopt": self.c_wopt.state_dict(), "c_aopt": self.c_aopt.state_dict(),
                 "psi": self.psi.detach().cpu(), "bt_mask": self.bt_mask.detach().cpu(),
                 "bt_alpha": self.bt_alpha.detach().cpu(), "has_bt": bool(self.has_bt),
-                "steps": int(self.steps),
+                "steps": int(self.steps), "init_norms": self.init_norms.detach().cpu(),
                 "last_tangent": (None if self.last_tangent is None else
                                  [t.detach().cpu() for t in self.last_tangent])}
 
@@ -453,6 +464,7 @@ class DCPNAS(SearchMethod):
         self.bt_alpha = state["bt_alpha"].to(dev).clone()
         self.has_bt = bool(state["has_bt"])
         self.steps = int(state["steps"])
+        self.init_norms = state["init_norms"].to(dev).clone()
         tangent = state.get("last_tangent")       # absent in checkpoints before parent_every
         self.last_tangent = None if tangent is None else [t.to(dev).clone() for t in tangent]
 

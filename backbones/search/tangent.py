@@ -254,6 +254,12 @@ def backtrack_mask(norms: Tensor, tau: float, op_mask: Tensor | None = None) -> 
     return selected.unsqueeze(-2).expand_as(norms) & active
 
 
+def relative_norms(norms: Tensor, init: Tensor) -> Tensor:
+    """R(w_m) / R(w_m at initialisation), 0 where the op has no weight at all ('none'): a
+    scale-free ranking for ``backtrack_mask`` (parameter-free ops stay at 1)."""
+    return torch.where(init > 0, norms / init.clamp_min(1e-30), torch.zeros_like(norms))
+
+
 def backtrack(alpha_new: Tensor, alpha_prev: Tensor, psi: Tensor, mask: Tensor,
               eta: float) -> Tensor:
     """alpha~^{t+1} = alpha^{t+1} + eta psi~ (Hadamard) alpha^t where ``mask`` holds, else

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from backbones.atomic import atomic_write_text
 from backbones.binary import weight_binarizer
+from backbones.genotypes import Genotype
 from backbones.search.base import SearchContext, SearchMethod, get_search_method
 from harness import dist_utils
 from harness.accel import compile_modules, setup_device
@@ -99,6 +100,23 @@ class _DeviceLoader:
             yield x.to(self.device), y.to(self.device)
 
 
+def cell_summary(genotype: Genotype, params: Params, num_classes: int) -> dict[str, Any]:
+    """What the report shows of a found cell: its parameter-free and skip-connect edges per cell
+    type (collapse), and the params / OPs of the 1-bit network it becomes at the profile's
+    retraining size."""
+    from backbones.registry import create_backbone
+    from harness.costs import model_cost
+    t = params.active.train
+    with weight_binarizer(t.binarizer):
+        net = create_backbone("nas", genotype=genotype, C=t.C, layers=t.layers, stem=t.stem,
+                              num_classes=num_classes, binary=True)
+    d = params.active.data
+    size = 32 if d.name == "cifar10" else d.image_size
+    cost = model_cost(net, (3, size, size))
+    return {**genotype.op_counts(), "params_m": cost.params_m, "ops_m": cost.ops_m,
+            "network": f"C={t.C}, {t.layers} cells, {t.stem} stem, {size}x{size}"}
+
+
 def search_run_name(method: str, ablation: str | None) -> str:
     return ablation or method
 
@@ -166,6 +184,7 @@ def _search(params: Params, method: str, method_cls: type[SearchMethod], cfg: An
         seconds, history, resumed = 0.0, [], None
     check_finite({}, searcher.arch_tensors(), f"search {name} s{seed}: final architecture")
     genotype = searcher.genotype()
+    cell = cell_summary(genotype, params, num_classes)
     desc, kind = device_info(device)
     cost, unit = run_cost(seconds, kind, dist_utils.world_size())
     peak, peak_kind = peak_memory_mb(device)
@@ -176,7 +195,7 @@ def _search(params: Params, method: str, method_cls: type[SearchMethod], cfg: An
         peak_memory_kind=peak_kind, epochs=epochs, genotype="genotype.json",
         alphas=searcher.alphas(), resumed_from_epoch=resumed, config=cfg.model_dump(),
         compiled_modules=compiled, final=history[-1] if history else {}, history=history,
-        provenance=stage_provenance("search", fp, data, started, t0))
+        cell=cell, provenance=stage_provenance("search", fp, data, started, t0))
     debug_dump("search", {
         "genotype": genotype.to_dict(), "alphas": searcher.alphas(),
         "weights_digest": param_digest(*searcher.modules()),

@@ -244,6 +244,20 @@ def _build_teacher(kd: KDSection, genotype: Genotype | None, cfg: TrainSection,
     raise AssertionError(f"kd.teacher {kd.teacher!r} passed KDSection's pattern")
 
 
+def published_cp_loss(cfg: TrainSection, searched_with: SearchRecord | None) -> TrainSection:
+    """``cfg`` with ``cp_loss`` resolved: what the profile sets, else the searched method's
+    published recipe (CP-NAS's training stage: its search's cp_weight and cp_kernel; no CP loss
+    for any other network)."""
+    cp = cfg.cp_loss
+    cpnas = searched_with is not None and searched_with.method == "cpnas"
+    search_cfg = searched_with.config if cpnas and searched_with is not None else {}
+    weight = cp.weight if cp.weight is not None else (
+        float(search_cfg.get("cp_weight", 1e-3)) if cpnas else 0.0)
+    kernel = cp.kernel or str(search_cfg.get("cp_kernel", "binarized"))
+    return cfg.model_copy(update={"cp_loss": cp.model_copy(update={"weight": weight,
+                                                                   "kernel": kernel})})
+
+
 def _build_cp_parent(cfg: TrainSection, genotype: Genotype | None, net: nn.Module,
                      num_classes: int, device: torch.device, lr: float,
                      wrap: Any) -> CPParent | None:
@@ -283,6 +297,7 @@ def run_train(params: Params, name: str, seed: int, *,
                 else Genotype.load(searched))
     # read (and validated) before any training: a bad file must not cost a whole run
     searched_with = None if published else _search_record(searched.parent / "metrics.json")
+    cfg = published_cp_loss(cfg, searched_with)
     out = run_dir(params, "train", name, seed)
     if dist_utils.is_main():
         ensure_writable(out)
@@ -391,7 +406,8 @@ def _train(params: Params, name: str, seed: int, cfg: TrainSection, genotype: Ge
         memory_mbit=cost.memory_mbit, train_seconds=total_seconds, train_cost_value=value,
         train_cost_unit=unit, epochs=cfg.epochs * len(steps), kd_teacher=cfg.kd.teacher,
         two_step=cfg.two_step, resumed_from_epoch=resumed, history=history,
-        binarizer=cfg.binarizer, best_top1=best.get("top1"), best_top5=best.get("top5"),
+        binarizer=cfg.binarizer, cp_loss=cfg.cp_loss.model_dump(), best_top1=best.get("top1"),
+        best_top5=best.get("top5"),
         best_epoch=int(best["epoch"]) if "epoch" in best else None, size=size,
         genotype=(f"published:{name}" if published else None if reference else str(searched)),
         provenance=stage_provenance("train", fp(record, cfg, dcfg, seed), data, started, t0))
