@@ -57,8 +57,10 @@ def _sign(x: Tensor) -> Tensor:
 
 class SignBiReal(torch.autograd.Function):
     """sign(x) forward; Bi-Real's derivative of the piecewise quadratic ApproxSign backward:
-    2 + 2x on [-1, 0), 2 - 2x on [0, 1), 0 elsewhere (Liu et al., ECCV 2018), which is
-    max(0, 2 - 2|x|) in one fused expression (cheaper on CPU than masks and two wheres)."""
+    grad * s(x), s(x) = 2 + 2x on [-1, 0), 2 - 2x on [0, 1), 0 elsewhere (Liu et al., ECCV
+    2018), i.e. max(0, 2 - 2|x|) in one fused expression (cheaper on CPU than masks and two
+    wheres). No forward-mode rule here: torch.compile does not trace a Function that defines
+    ``jvp`` (it breaks the graph at every binary op), so forward mode uses ``SignBiRealJvp``."""
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
@@ -68,11 +70,46 @@ class SignBiReal(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor) -> Tensor:  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        return grad_out * x.abs().mul_(-2).add_(2).clamp_(min=0)
+        return grad_out * _bireal_slope(x)
+
+
+class SignBiRealJvp(torch.autograd.Function):
+    """``SignBiReal`` with its forward-mode rule: jvp returns tangent * s(x) with the same
+    slope s(x) = max(0, 2 - 2|x|) as ``SignBiReal.backward``, so a Jacobian-vector product
+    agrees with the vector-Jacobian products of the reverse pass. Used inside
+    ``forward_mode_sign()`` only (the GGN product's J v pass, which runs eagerly)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_forward(x)
+        return _sign(x)
+
+    @staticmethod
+    def jvp(ctx, x_t: Tensor) -> Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return x_t * _bireal_slope(x)
+
+
+def _bireal_slope(x: Tensor) -> Tensor:
+    """d ApproxSign / dx = max(0, 2 - 2|x|) (a new tensor; ``x`` is left alone)."""
+    return x.abs().mul_(-2).add_(2).clamp_(min=0)
+
+
+_FORWARD_MODE: list[bool] = [False]
+
+
+@contextlib.contextmanager
+def forward_mode_sign() -> Iterator[None]:
+    """Inside the block ``sign_bireal`` carries forward-mode tangents (``SignBiRealJvp``)."""
+    _FORWARD_MODE.append(True)
+    try:
+        yield
+    finally:
+        _FORWARD_MODE.pop()
 
 
 def sign_bireal(x: Tensor) -> Tensor:
-    return SignBiReal.apply(x)
+    return (SignBiRealJvp if _FORWARD_MODE[-1] else SignBiReal).apply(x)
 
 
 class ModulatedSign(torch.autograd.Function):

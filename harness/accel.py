@@ -78,7 +78,8 @@ def compile_modules(modules: Iterable[nn.Module], enabled: bool, backend: str = 
     """torch.compile each module in place (``nn.Module.compile``: state_dict keys and
     attributes are unchanged, so checkpoints stay compatible), or, for a module that names
     compile regions, each region instead; the compilation itself happens at the first call.
-    Returns how many modules were compiled.
+    Returns how many modules were compiled. Turns AOTAutograd's donated buffers off
+    (process-wide): they forbid a second backward through a retained graph.
 
     Why regions: inductor did not finish compiling a whole 1-bit search supernet (forward and
     backward of 14 edges x 8 ops per cell, one graph) in 19 min on this CPU; compiled edge by
@@ -88,7 +89,12 @@ def compile_modules(modules: Iterable[nn.Module], enabled: bool, backend: str = 
     n = 0
     if enabled:
         import torch._dynamo.config as dynamo_config
+        import torch._functorch.config as functorch_config
         dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, RECOMPILE_LIMIT)
+        # a search step backpropagates some graphs twice (DCP-NAS: dG/dalpha_hat with
+        # retain_graph, then J^T H_z J v of the GGN product); AOTAutograd's donated buffers
+        # forbid retain_graph=True, so they are off (a little more memory per compiled region)
+        functorch_config.donated_buffer = False
         for module in modules:
             for region in compile_regions(module):
                 region.compile(backend=backend, **({} if region is module else {"dynamic": False}))

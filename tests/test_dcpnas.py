@@ -147,7 +147,7 @@ def test_ggn_direction_agrees_with_exact_where_the_ggn_is_exact():
         g_kl = tp.grad_or_zeros(kl, arch, create_graph=(mode == "exact"), retain_graph=True)
         # the Child fits the target: dG/dalpha = 0
         assert float(tp.flat(g_kl).detach().norm()) < 1e-6
-        extra, d = m._second_order_term(logits, g_kl, tangent)
+        extra, d = m._second_order_term(x, logits, g_kl, tangent)
         assert float(d) > 0
         return tp.flat(extra)
 
@@ -459,7 +459,8 @@ def test_exact_ggn_product_equals_explicit_jt_h_j_v():
     x = torch.randn(3, 3, 8, 8)
     logits = net(x)
     v = [torch.randn_like(a) for a in arch]
-    got = tp.flat(tp.ggn_vector_product(logits, arch, v))
+    got = tp.flat(tp.ggn_vector_product(net, x, logits, arch, v))
+    reference = tp.flat(tp.ggn_vector_product_double_vjp(logits, arch, v))
     rows = []
     for i in range(logits.numel()):
         e = torch.zeros_like(logits).view(-1)
@@ -471,11 +472,43 @@ def test_exact_ggn_product_equals_explicit_jt_h_j_v():
     H = torch.block_diag(*[torch.diag(qn) - torch.outer(qn, qn) for qn in q])
     expected = -(J.T @ (H @ (J @ tp.flat(v)))) / logits.shape[0]
     assert torch.allclose(got, expected, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(reference, expected, rtol=1e-4, atol=1e-7)
     assert expected.abs().max() > 1e-6
     # the sampled estimator is an estimate of the same vector
     est = tp.flat(tp.fisher_vector_product(net(x), arch, v, samples=400,
                                            generator=torch.Generator().manual_seed(0)))
     assert cos(est, expected) > 0.9
+
+
+@pytest.mark.parametrize("binary", [True, False])
+@pytest.mark.parametrize("partial_channels", [1, 2])
+def test_forward_mode_ggn_product_equals_the_double_vjp_one(binary, partial_channels,
+                                                           monkeypatch):
+    """The fast GGN product (forward-mode J v, closed-form H_z, one backward) equals the
+    reverse-only double-vjp product for several random directions, on 1-bit and real
+    supernets with and without partial channels; it never builds a graph of a graph, and it
+    leaves BatchNorm's running statistics as the architecture pass left them."""
+    torch.manual_seed(1)
+    net = Supernet(4, NUM_CLASSES, 3, binary=binary, partial_channels=partial_channels)
+    arch = net.arch_parameters()
+    x = torch.randn(4, 3, 8, 8)
+    logits = net(x)
+    stats = {n: b.clone() for n, b in net.named_buffers()}
+    real_grad = torch.autograd.grad
+
+    def no_create_graph(*args, **kwargs):
+        assert not kwargs.get("create_graph"), "the fast GGN product differentiated twice"
+        return real_grad(*args, **kwargs)
+
+    for k in range(3):
+        v = [torch.randn_like(a) for a in arch]
+        ref = tp.flat(tp.ggn_vector_product_double_vjp(logits, arch, v))
+        monkeypatch.setattr(torch.autograd, "grad", no_create_graph)
+        got = tp.flat(tp.ggn_vector_product(net, x, logits, arch, v))
+        monkeypatch.undo()
+        assert torch.allclose(got, ref, rtol=1e-4, atol=1e-8), (k, cos(got, ref))
+        assert ref.abs().max() > 0
+    assert all(torch.equal(b, stats[n]) for n, b in net.named_buffers())
 
 
 def test_ggn_exact_is_a_second_order_option():
@@ -526,10 +559,11 @@ def test_parent_every_one_is_the_default_step_and_resumes_exactly():
 
 @pytest.mark.parametrize("second_order", ["exact", "ggn_exact", "ggn"])
 def test_compiled_step_matches_eager(second_order):
-    """``search.compile`` compiles the Parent's and the Child's edges; the passes that are
-    differentiated twice (exact, ggn_exact) run eagerly inside the step (a compiled graph has
-    no double backward: without the force-eager switch this step raises). Two steps give the
-    same losses and architectures as eager within float tolerance. (aot_eager: the same
+    """``search.compile`` compiles the Parent's and the Child's edges; the pass that is
+    differentiated twice (exact) runs eagerly inside the step (a compiled graph has no double
+    backward: without the force-eager switch this step raises); the GGN product (forward-mode
+    J v and one backward) and the sampled Fisher run compiled. Two steps give the same losses
+    and architectures as eager within float tolerance. (aot_eager: the same
     AOTAutograd graphs as inductor without its minutes of C++ compilation; inductor's
     numerics are tested in test_accel.py.)"""
     from harness.accel import compile_modules

@@ -148,9 +148,9 @@ def _no_grad_for(params: list[nn.Parameter]) -> Iterator[None]:
 
 def _eager_if_twice(second_order: str, use_d: bool) -> contextlib.AbstractContextManager[None]:
     """Compiled modules run eagerly inside when the Child pass will be differentiated twice
-    (the D term with ``exact``'s create_graph or ``ggn_exact``'s double vjp): that cannot go
-    through a compiled graph (AOTAutograd has no double backward); every other pass stays
-    compiled."""
+    (the D term with ``exact``'s create_graph): that cannot go through a compiled graph
+    (AOTAutograd has no double backward); every other pass stays compiled (the GGN product
+    differentiates nothing twice)."""
     twice = use_d and second_order in tp.TWICE_DIFFERENTIATED
     return torch.compiler.set_stance("force_eager") if twice else contextlib.nullcontext()
 
@@ -330,10 +330,11 @@ class DCPNAS(SearchMethod):
 
         return arch_loss.detach(), parent_loss.detach(), logits_pv, logits_pt, tangent
 
-    def _second_order_term(self, logits: Tensor, g_kl: list[Tensor],
+    def _second_order_term(self, x: Tensor, logits: Tensor, g_kl: list[Tensor],
                            tangent: list[Tensor]) -> tuple[list[Tensor], Tensor]:
         """mu dD/dalpha_hat = mu H_G v with v = dD/dg at g = dG/dalpha_hat = -dKL/dalpha_hat
-        (Eq. 4.33). ``g_kl`` must carry its graph when second_order == "exact"."""
+        (Eq. 4.33); ``logits`` are the Child's on batch ``x`` (graph kept). ``g_kl`` must carry
+        its graph when second_order == "exact"."""
         c_arch = self.child.arch_parameters()
         g = [-x for x in _mean_over_ranks(g_kl)]             # dG/dalpha_hat, all ranks
         d, v = tp.distance_and_direction(tp.flat(g), tp.flat(tangent), self.cfg.distance)
@@ -341,7 +342,7 @@ class DCPNAS(SearchMethod):
         if self.cfg.second_order == "exact":                 # H_G v = -H_KL v
             hv = [-h for h in tp.exact_hessian_vector_product(g_kl, c_arch, v)]
         elif self.cfg.second_order == "ggn_exact":
-            hv = tp.ggn_vector_product(logits, c_arch, v, retain_graph=False)
+            hv = tp.ggn_vector_product(self.child, x, logits, c_arch, v, retain_graph=False)
         else:
             hv = tp.fisher_vector_product(logits, c_arch, v, samples=self.cfg.ggn_samples,
                                           generator=self._generator(), retain_graph=False)
@@ -363,7 +364,7 @@ class DCPNAS(SearchMethod):
             d = torch.zeros((), device=kl_v.device)
             total = [g.detach() for g in g_kl]
             if use_d:
-                extra, d = self._second_order_term(logits_cv, g_kl, tangent)
+                extra, d = self._second_order_term(xv, logits_cv, g_kl, tangent)
                 total = [t + e for t, e in zip(total, extra)]
         for a, g in zip(c_arch, total):
             a.grad = g
@@ -406,7 +407,7 @@ class DCPNAS(SearchMethod):
             d = torch.zeros((), device=kl.device)
             total = [g.detach() for g in g_kl]
             if use_d:
-                extra, d = self._second_order_term(logits_ct, g_kl, tangent)
+                extra, d = self._second_order_term(xt, logits_ct, g_kl, tangent)
                 total = [t + e for t, e in zip(total, extra)]
         for p, g in zip(c_weights, grads[len(c_arch):]):
             p.grad = None if g is None else g.detach()

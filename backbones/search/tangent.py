@@ -12,7 +12,8 @@ cells, 14 edges, 8 ops). Everything works on *lists* of tensors shaped like
                              dD/d alpha_hat = H_G(alpha_hat) v (assembled in
                              ``DCPNAS._second_order_term``)
 - ``fisher_vector_product``  H_G v with the GGN / Fisher stand-in for the Hessian (Eqs. 4.36-4.41)
-- ``ggn_vector_product``     H_G v with the exact GGN matrix, no sampling (double-vjp trick)
+- ``ggn_vector_product``     H_G v with the exact GGN matrix, no sampling: forward-mode J v,
+                             closed-form H_z, one backward (nothing differentiated twice)
 - ``exact_hessian_vector_product``  the same product with the true Hessian (double backward)
 - ``psi_update``, ``backtrack_mask``, ``backtrack``, ``psi_gradient``: the decoupled
   optimization (Eqs. 4.50-4.53)
@@ -24,14 +25,15 @@ both d G / d alpha_hat and d f~ / d alpha are ascent directions and D compares l
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from backbones.binary import OFFICIAL_BIN, BinaryConv2d
+from backbones.binary import OFFICIAL_BIN, BinaryConv2d, forward_mode_sign
 from backbones.operations import PRIMITIVES
 from backbones.supernet import Supernet, kernel_norm, op_norm
 
@@ -40,7 +42,7 @@ SecondOrder = Literal["ggn", "ggn_exact", "exact"]
 DISTANCES: tuple[str, ...] = get_args(Distance)
 SECOND_ORDER: tuple[str, ...] = get_args(SecondOrder)
 #: second orders that differentiate through the Child twice (no compiled graph can)
-TWICE_DIFFERENTIATED: tuple[str, ...] = ("exact", "ggn_exact")
+TWICE_DIFFERENTIATED: tuple[str, ...] = ("exact",)
 
 Tensors = Sequence[Tensor]
 
@@ -179,9 +181,70 @@ def fisher_vector_product(child_logits: Tensor, arch: Tensors, v: Tensors, *,
     return unflat(-acc / (b * samples), arch)
 
 
-def ggn_vector_product(child_logits: Tensor, arch: Tensors, v: Tensors, *,
-                       retain_graph: bool = True) -> list[Tensor]:
-    """H_G(alpha_hat) . v with the Generalized Gauss-Newton matrix itself, no sampling:
+def logits_jvp(model: nn.Module, x: Tensor, arch: Tensors, v: Tensors) -> Tensor:
+    """J v: the derivative of ``model(x)``'s logits along ``v`` in the architecture parameters
+    ``arch`` (J = d logits / d alpha), by forward-mode AD: one forward pass with dual tensors,
+    no backward graph (no_grad), nothing differentiated twice, run eagerly (torch.compile takes
+    no dual tensors); the binary activations carry tangents through ``SignBiRealJvp``. The pass uses the same batch
+    and train-mode BatchNorm batch statistics as the pass it linearises, but does not update
+    the running statistics (that would count the pass as a step, and an in-place update
+    would invalidate the architecture pass's saved graph)."""
+    import torch.autograd.forward_ad as fwad
+    from torch.func import functional_call
+    ids = {id(a): i for i, a in enumerate(arch)}
+    names = {n: ids[id(p)] for n, p in model.named_parameters() if id(p) in ids}
+    # eager: torch.compile does not accept inputs that carry a forward-mode tangent (its graph
+    # break gb0375 would fall back anyway, after a recompile attempt per region)
+    with fwad.dual_level(), torch.no_grad(), _frozen_bn_stats(model), forward_mode_sign(), \
+            torch.compiler.set_stance("force_eager"):
+        duals = {n: fwad.make_dual(arch[i].detach(), v[i].to(arch[i].dtype))
+                 for n, i in names.items()}
+        out = functional_call(model, duals, (x,), strict=False)
+        tangent = fwad.unpack_dual(out).tangent
+    return torch.zeros_like(out) if tangent is None else tangent
+
+
+@contextlib.contextmanager
+def _frozen_bn_stats(model: nn.Module) -> Iterator[None]:
+    """Train-mode BatchNorms normalise by the batch but leave their running statistics (and
+    counters) untouched inside the block (``track_running_stats`` off for its duration)."""
+    bns = [m for m in model.modules()
+           if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training
+           and m.track_running_stats]
+    for m in bns:
+        m.track_running_stats = False
+    try:
+        yield
+    finally:
+        for m in bns:
+            m.track_running_stats = True
+
+
+def ggn_vector_product(model: nn.Module, x: Tensor, child_logits: Tensor, arch: Tensors,
+                       v: Tensors, *, retain_graph: bool = True) -> list[Tensor]:
+    """H_G(alpha_hat) . v with the Generalized Gauss-Newton matrix, no sampling and no second
+    derivative: GGN = -(1/B) J^T H_z J, J = d logits / d alpha_hat (B x K rows, train-mode BN
+    coupling included), H_z = blockdiag_n (diag(q_n) - q_n q_n^T) the Hessian of
+    KL(p || softmax(z_n)) in the logits (independent of the Parent's p).
+
+    J v by forward mode (``logits_jvp``: one dual forward pass of ``model`` on ``x``, the batch
+    that produced ``child_logits``); H_z (J v) = q * Jv - q (q . Jv) per example in closed form;
+    then one ordinary backward of ``child_logits`` (its graph kept from the architecture pass)
+    gives J^T H_z J v. Nothing is differentiated twice. Equal to
+    ``ggn_vector_product_double_vjp`` (the reverse-only reference) to float tolerance."""
+    arch = list(arch)
+    q = torch.softmax(child_logits.detach().float(), dim=1).to(child_logits.dtype)
+    b = q.shape[0]
+    jv = logits_jvp(model, x, arch, v).to(q.dtype)
+    hz = q * jv - q * (q * jv).sum(dim=1, keepdim=True)
+    out = grad_or_zeros(child_logits, arch, grad_outputs=hz, retain_graph=retain_graph)
+    return [-o / b for o in out]
+
+
+def ggn_vector_product_double_vjp(child_logits: Tensor, arch: Tensors, v: Tensors, *,
+                                  retain_graph: bool = True) -> list[Tensor]:
+    """The reference for ``ggn_vector_product`` (tests and benchmarks): the same GGN product
+    with reverse mode only, by the double-vjp trick (differentiates the pass twice):
     GGN = -(1/B) J^T H_z J, J = d logits / d alpha_hat (B x K rows, train-mode BN coupling
     included), H_z = blockdiag_n (diag(q_n) - q_n q_n^T) the Hessian of KL(p || softmax(z_n))
     in the logits (it does not depend on the Parent's p).
