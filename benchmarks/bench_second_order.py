@@ -4,8 +4,14 @@
     python benchmarks/bench_second_order.py --C 8 --layers 5 --batch 8 --repeats 5
 
 For ``second_order`` = ggn (the Fisher from one label draw per example), ggn_exact (the GGN
-product itself) and exact (the true Hessian by double backward) it prints, in one run:
-- the median ms of a whole DCP-NAS ``step`` (same supernet, batch and seed);
+product itself, the published default: forward-mode J v, one backward) and exact (the true
+Hessian by double backward) it prints, in one run:
+- the median ms of a whole DCP-NAS ``step`` (same supernet, batch and seed), and of a DARTS
+  first-order step on the same supernet size (the published DCP-NAS step / DARTS-1st ratio);
+- the median ms of the product alone: the Child's forward, its architecture gradient and the
+  product, minus the forward and plain gradient (the double-vjp GGN is timed beside the
+  forward-mode one, and the GGN / exact Hessian product ratio is printed next to the paper's
+  2.9 / 27.9);
 - the accuracy of the product H_G v it uses, at the same point and for the same direction v:
   the cosine with the exact GGN product and with the exact Hessian product (the sampled
   estimator: mean and min over ``--draws`` draws), and the relative error to the GGN.
@@ -48,6 +54,73 @@ def step_ms(mode: str, args: argparse.Namespace) -> float:
     return statistics.median(times)
 
 
+def darts_step_ms(args: argparse.Namespace) -> float:
+    """A DARTS first-order step (real supernet, same size and batch) timed like ``step_ms``."""
+    import torch
+
+    from backbones.search.base import SearchContext
+    from backbones.search.darts import DARTS, DartsConfig
+    torch.manual_seed(0)
+    m = DARTS(DartsConfig(C=args.C, layers=args.layers),
+              SearchContext(num_classes=10, device=torch.device("cpu"), seed=0))
+    m.begin_epoch(0, 2)
+    g = torch.Generator().manual_seed(0)
+    t = (torch.randn(args.batch, 3, args.size, args.size, generator=g),
+         torch.randint(0, 10, (args.batch,), generator=g))
+    v = (torch.randn(args.batch, 3, args.size, args.size, generator=g),
+         torch.randint(0, 10, (args.batch,), generator=g))
+    m.step(t, v)
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        m.step(t, v)
+        times.append(1000 * (time.perf_counter() - t0))
+    return statistics.median(times)
+
+
+def product_ms(args: argparse.Namespace) -> dict[str, float]:
+    """Median ms of the Child's architecture pass with each product, interleaved (one of each
+    per round, so drift hits all alike); 'base' is the pass without a product."""
+    import torch
+
+    import backbones.search.tangent as tp
+    from backbones.supernet import Supernet
+    torch.manual_seed(0)
+    net = Supernet(args.C, 10, args.layers, binary=True)
+    parent = Supernet(args.C, 10, args.layers, binary=False)
+    arch = net.arch_parameters()
+    for p in net.weight_parameters():
+        p.requires_grad_(False)
+    x = torch.randn(args.batch, 3, args.size, args.size,
+                    generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        p_logits = parent(x)
+    v = [torch.randn_like(a) for a in arch]
+
+    def run(kind: str) -> None:
+        logits = net(x)
+        kl = tp.kl_parent_child(logits, p_logits)
+        exact = kind == "exact"
+        g_kl = tp.grad_or_zeros(kl, arch, create_graph=exact, retain_graph=kind != "base")
+        if kind == "ggn_exact":
+            tp.ggn_vector_product(net, x, logits, arch, v, retain_graph=False)
+        elif kind == "ggn_double_vjp":
+            tp.ggn_vector_product_double_vjp(logits, arch, v, retain_graph=False)
+        elif exact:
+            tp.exact_hessian_vector_product(g_kl, arch, v)
+
+    kinds = ("base", "ggn_exact", "ggn_double_vjp", "exact")
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    for k in kinds:
+        run(k)   # warm-up
+    for _ in range(args.repeats):
+        for k in kinds:
+            t0 = time.perf_counter()
+            run(k)
+            times[k].append(1000 * (time.perf_counter() - t0))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def product_accuracy(args: argparse.Namespace) -> dict[str, tuple[float, float, float]]:
     """(mean cosine to the GGN, mean cosine to the Hessian, min cosine to the GGN) per mode."""
     import torch
@@ -70,7 +143,7 @@ def product_accuracy(args: argparse.Namespace) -> dict[str, tuple[float, float, 
     v = [torch.randn_like(a) for a in arch]
     hess = tp.flat([-h for h in tp.exact_hessian_vector_product(g_kl, arch, v,
                                                                  retain_graph=True)])
-    ggn = tp.flat(tp.ggn_vector_product(logits, arch, v, retain_graph=True))
+    ggn = tp.flat(tp.ggn_vector_product(net, x, logits, arch, v, retain_graph=True))
 
     def cos(a, b) -> float:
         return float((a @ b) / (a.norm() * b.norm()))
@@ -110,6 +183,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{mode} / ggn step time: {ms / base:.2f}x")
     print(f"exact / ggn step time next to the paper's exact / GGN search cost 27.9 / 2.9 = "
           f"{27.9 / 2.9:.1f}x: {rows[2][1] / base:.2f}x")
+    darts = darts_step_ms(args)
+    published = rows[1][1]
+    print(f"DARTS 1st-order step: {darts:.1f} ms; published DCP-NAS step (ggn_exact) / DARTS-1st: "
+          f"{published / darts:.2f}x (target <= 1.5x)")
+    prod = product_ms(args)
+    alone = {k: prod[k] - prod["base"] for k in prod if k != "base"}
+    print(f"Child architecture pass alone {prod['base']:.1f} ms; the product on top of it: "
+          + ", ".join(f"{k} {v:.1f} ms" for k, v in alone.items()))
+    print(f"GGN product (forward mode) / exact Hessian product: "
+          f"{alone['ggn_exact'] / alone['exact']:.2f}x (target <= 0.5x; the paper's 2.9 / 27.9 "
+          f"= {2.9 / 27.9:.2f}x); double-vjp GGN / exact: "
+          f"{alone['ggn_double_vjp'] / alone['exact']:.2f}x")
     return 0
 
 
