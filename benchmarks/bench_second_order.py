@@ -32,14 +32,9 @@ if str(ROOT) not in sys.path:
 MODES = ("ggn", "ggn_exact", "exact")
 
 
-def step_ms(mode: str, args: argparse.Namespace) -> float:
+def _median_step_ms(m, args: argparse.Namespace) -> float:
+    """Median ms of ``m.step`` on one fixed pair of batches, after one warm-up step."""
     import torch
-
-    from backbones.search.base import SearchContext
-    from backbones.search.dcpnas import DCPNAS, DCPNASConfig
-    torch.manual_seed(0)
-    m = DCPNAS(DCPNASConfig(C=args.C, layers=args.layers, second_order=mode),
-               SearchContext(num_classes=10, device=torch.device("cpu"), seed=0))
     m.begin_epoch(0, 2)
     g = torch.Generator().manual_seed(0)
     batch = lambda: (torch.randn(args.batch, 3, args.size, args.size, generator=g),  # noqa: E731
@@ -54,6 +49,17 @@ def step_ms(mode: str, args: argparse.Namespace) -> float:
     return statistics.median(times)
 
 
+def step_ms(mode: str, args: argparse.Namespace) -> float:
+    import torch
+
+    from backbones.search.base import SearchContext
+    from backbones.search.dcpnas import DCPNAS, DCPNASConfig
+    torch.manual_seed(0)
+    return _median_step_ms(DCPNAS(DCPNASConfig(C=args.C, layers=args.layers, second_order=mode),
+                                  SearchContext(num_classes=10, device=torch.device("cpu"),
+                                                seed=0)), args)
+
+
 def darts_step_ms(args: argparse.Namespace) -> float:
     """A DARTS first-order step (real supernet, same size and batch) timed like ``step_ms``."""
     import torch
@@ -61,21 +67,9 @@ def darts_step_ms(args: argparse.Namespace) -> float:
     from backbones.search.base import SearchContext
     from backbones.search.darts import DARTS, DartsConfig
     torch.manual_seed(0)
-    m = DARTS(DartsConfig(C=args.C, layers=args.layers),
-              SearchContext(num_classes=10, device=torch.device("cpu"), seed=0))
-    m.begin_epoch(0, 2)
-    g = torch.Generator().manual_seed(0)
-    t = (torch.randn(args.batch, 3, args.size, args.size, generator=g),
-         torch.randint(0, 10, (args.batch,), generator=g))
-    v = (torch.randn(args.batch, 3, args.size, args.size, generator=g),
-         torch.randint(0, 10, (args.batch,), generator=g))
-    m.step(t, v)
-    times = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        m.step(t, v)
-        times.append(1000 * (time.perf_counter() - t0))
-    return statistics.median(times)
+    return _median_step_ms(DARTS(DartsConfig(C=args.C, layers=args.layers),
+                                 SearchContext(num_classes=10, device=torch.device("cpu"),
+                                               seed=0)), args)
 
 
 def product_ms(args: argparse.Namespace) -> dict[str, float]:
