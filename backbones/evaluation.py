@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from backbones.search.base import all_reduce_sum
+from backbones.search.base import all_reduce_values
 
 
 def correct_topk(logits: Tensor, target: Tensor, topk: Sequence[int] = (1,)) -> list[int]:
@@ -50,7 +50,7 @@ def evaluate(model: nn.Module, loader: Iterable[tuple[Tensor, Tensor]], device: 
         correct = [c + n for c, n in zip(correct, correct_topk(model(x), y, topk))]
         total += int(y.numel())
     model.train(was_training)
-    counts = all_reduce_sum([*correct, total])
+    counts = all_reduce_values([*correct, total])
     if counts[-1] == 0:
         raise ValueError("evaluation on an empty set: no image to score")
     return [100.0 * c / counts[-1] for c in counts[:-1]]

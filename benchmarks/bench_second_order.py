@@ -72,12 +72,12 @@ def darts_step_ms(args: argparse.Namespace) -> float:
                                                seed=0)), args)
 
 
-def product_ms(args: argparse.Namespace) -> dict[str, float]:
-    """Median ms of the Child's architecture pass with each product, interleaved (one of each
-    per round, so drift hits all alike); 'base' is the pass without a product."""
+def _child_problem(args: argparse.Namespace):
+    """The second-order term's inputs, the same for every measurement: a 1-bit Child supernet
+    (weights frozen: only alpha_hat is differentiated), a batch, the real Parent's logits on it
+    and one random direction v. Returns (net, arch, x, parent_logits, v)."""
     import torch
 
-    import backbones.search.tangent as tp
     from backbones.supernet import Supernet
     torch.manual_seed(0)
     net = Supernet(args.C, 10, args.layers, binary=True)
@@ -89,7 +89,14 @@ def product_ms(args: argparse.Namespace) -> dict[str, float]:
                     generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         p_logits = parent(x)
-    v = [torch.randn_like(a) for a in arch]
+    return net, arch, x, p_logits, [torch.randn_like(a) for a in arch]
+
+
+def product_ms(args: argparse.Namespace) -> dict[str, float]:
+    """Median ms of the Child's architecture pass with each product, interleaved (one of each
+    per round, so drift hits all alike); 'base' is the pass without a product."""
+    import backbones.search.tangent as tp
+    net, arch, x, p_logits, v = _child_problem(args)
 
     def run(kind: str) -> None:
         logits = net(x)
@@ -120,21 +127,10 @@ def product_accuracy(args: argparse.Namespace) -> dict[str, tuple[float, float, 
     import torch
 
     import backbones.search.tangent as tp
-    from backbones.supernet import Supernet
-    torch.manual_seed(0)
-    net = Supernet(args.C, 10, args.layers, binary=True)
-    parent = Supernet(args.C, 10, args.layers, binary=False)
-    arch = net.arch_parameters()
-    for p in net.weight_parameters():
-        p.requires_grad_(False)
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(args.batch, 3, args.size, args.size, generator=g)
-    with torch.no_grad():
-        p_logits = parent(x)
+    net, arch, x, p_logits, v = _child_problem(args)
     logits = net(x)
     kl = tp.kl_parent_child(logits, p_logits)
     g_kl = tp.grad_or_zeros(kl, arch, create_graph=True, retain_graph=True)
-    v = [torch.randn_like(a) for a in arch]
     hess = tp.flat([-h for h in tp.exact_hessian_vector_product(g_kl, arch, v,
                                                                  retain_graph=True)])
     ggn = tp.flat(tp.ggn_vector_product(net, x, logits, arch, v, retain_graph=True))

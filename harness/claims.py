@@ -664,28 +664,24 @@ def _speedup_claims(paper: pd.DataFrame, search_main: pd.DataFrame, start: int) 
     return out
 
 
+def search_setting(row, key: str, default):
+    """A DCP-NAS search's setting ``key``: its ablation's value, else its recorded config's,
+    else ``default`` (for files written before the setting was recorded)."""
+    for source in (row.get("ablation"), row.get("config")):
+        if isinstance(source, dict) and key in source:
+            return source[key]
+    return default
+
+
 def second_order_of(row) -> str:
-    """Which second order a DCP-NAS search ran with: its Table 4.3 ablation setting, else its
-    recorded config, else 'ggn' (searches written before the default became 'exact' carry no
-    config; ggn was the default then)."""
-    if isinstance(row.get("abl_second_order"), str) and row["abl_second_order"]:
-        return row["abl_second_order"]
-    cfg = row.get("config")
-    if isinstance(cfg, dict) and "second_order" in cfg:
-        return str(cfg["second_order"])
-    return "ggn"
+    """Which second order a DCP-NAS search ran with ('ggn' for searches that recorded none:
+    ggn was the default when configs were not yet recorded)."""
+    return str(search_setting(row, "second_order", "ggn"))
 
 
 def decoupled_of(row) -> bool:
-    """Whether a DCP-NAS search ran with decoupled optimization (its ablation, else its config;
-    on by default)."""
-    abl = row.get("ablation")
-    if isinstance(abl, dict) and "decouple" in abl:
-        return bool(abl["decouple"])
-    cfg = row.get("config")
-    if isinstance(cfg, dict) and "decouple" in cfg:
-        return bool(cfg["decouple"])
-    return True
+    """Whether a DCP-NAS search ran with decoupled optimization (on by default)."""
+    return bool(search_setting(row, "decouple", True))
 
 
 #: the GGN products of the published method (the sampled Fisher estimate, ``ggn``, is an
@@ -775,7 +771,7 @@ def _collapse_claim(search_main: pd.DataFrame) -> ClaimResult:
     """Whether the searched normal cells collapse to skip-connects (more than COLLAPSE_SKIPS),
     per method over its searches; judged for DCP-NAS, whose cells the paper retrains as good
     1-bit architectures."""
-    from harness.protocol import COLLAPSE_SKIPS, skip_counts
+    from harness.protocol import COLLAPSE_SKIPS, collapsed, skip_counts
     text = (f"DCP-NAS's searched normal cells do not collapse to skip-connects (at most "
             f"{COLLAPSE_SKIPS}; the failure DARTS is known for)")
     source = "Li et al., DCP-NAS, IJCV 2023 (its cells are retrained as 1-bit backbones)"
@@ -787,7 +783,7 @@ def _collapse_claim(search_main: pd.DataFrame) -> ClaimResult:
             counts = skip_counts(gm)
             if not counts:
                 continue
-            bad = sum(c > COLLAPSE_SKIPS for c in counts)
+            bad = collapsed(counts)
             per_method.append(f"{method_label(method)} {bad}/{len(counts)}")
             if method == "dcpnas":
                 verdict_dcp = (bad, len(counts))

@@ -203,8 +203,7 @@ def _set_threads() -> None:
     try:
         threads = int(wanted)
     except ValueError:
-        raise ConfigError(f"environment variable {var}={wanted!r}: expected a whole number of "
-                          f"threads (>= 1)") from None
+        threads = 0
     if threads < 1:
         raise ConfigError(f"environment variable {var}={wanted!r}: expected a whole number of "
                           f"threads (>= 1)")

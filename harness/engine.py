@@ -22,6 +22,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
 from backbones.atomic import CheckpointError, atomic_torch_save, safe_torch_load
+from backbones.search.base import all_reduce_values
 from harness import dist_utils
 from harness.provenance import changed_parts
 
@@ -173,13 +174,7 @@ def check_finite(scalars: dict[str, float], tensors: dict[str, torch.Tensor], wh
     flags = [0.0 if math.isfinite(float(scalars[k])) else 1.0 for k in sorted(scalars)]
     flags += [0.0 if bool(torch.isfinite(t.detach()).all()) else 1.0
               for _, t in sorted(tensors.items())]
-    if dist_utils.is_dist():
-        import torch.distributed as dist
-        flag_t = torch.tensor(flags or [0.0], dtype=torch.float64)
-        if dist.get_backend() == "nccl":
-            flag_t = flag_t.cuda()
-        dist.all_reduce(flag_t, op=dist.ReduceOp.MAX)
-        flags = flag_t.cpu().tolist()[:len(names)]
+    flags = all_reduce_values(flags or [0.0], "max")[:len(names)]
     bad = [n for n, f in zip(names, flags) if f > 0]
     if not bad:
         return

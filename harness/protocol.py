@@ -94,12 +94,16 @@ def skip_counts(searches: pd.DataFrame) -> list[int]:
     return out
 
 
+def collapsed(counts: list[int]) -> int:
+    """How many of the normal cells (their skip counts) have more than COLLAPSE_SKIPS."""
+    return sum(c > COLLAPSE_SKIPS for c in counts)
+
+
 def fmt_skips(counts: list[int]) -> str:
-    """'2, 3, 5 (1 of 3 collapsed)': per search, and how many had more than COLLAPSE_SKIPS."""
+    """'2, 3, 5 (1 of 3 collapsed)': per search, and how many collapsed."""
     if not counts:
         return "—"
-    bad = sum(c > COLLAPSE_SKIPS for c in counts)
-    return f"{', '.join(map(str, counts))} ({bad} of {len(counts)} collapsed)"
+    return f"{', '.join(map(str, counts))} ({collapsed(counts)} of {len(counts)} collapsed)"
 
 
 def _world(row: pd.Series) -> int:

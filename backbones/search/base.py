@@ -79,24 +79,16 @@ def average_gradients(params: Iterable[nn.Parameter]) -> None:
             p.grad.div_(world)
 
 
-def all_reduce_mean(value: float) -> float:
-    """Average a Python number over ranks (validation accuracies must agree on every rank)."""
-    world = world_size()
-    if world == 1:
-        return value
-    t = torch.tensor([float(value)], dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t.item() / world)
-
-
-def all_reduce_sum(values: list[float]) -> list[float]:
-    """Sum Python numbers over ranks (counts of an evaluation split unevenly across ranks)."""
+def all_reduce_values(values: list[float], op: str = "sum") -> list[float]:
+    """Reduce Python numbers over ranks, element-wise: ``sum`` (counts of an evaluation split
+    unevenly across ranks) or ``max`` (a stop flag any rank may raise). One collective; the
+    values go through the device the backend needs (CUDA for nccl)."""
     if world_size() == 1:
         return [float(v) for v in values]
     t = torch.tensor([float(v) for v in values], dtype=torch.float64)
     if dist.get_backend() == "nccl":
         t = t.cuda()
-    dist.all_reduce(t)
+    dist.all_reduce(t, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
     return t.cpu().tolist()
 
 

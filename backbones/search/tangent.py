@@ -185,9 +185,9 @@ def logits_jvp(model: nn.Module, x: Tensor, arch: Tensors, v: Tensors) -> Tensor
     """J v: the derivative of ``model(x)``'s logits along ``v`` in the architecture parameters
     ``arch`` (J = d logits / d alpha), by forward-mode AD: one forward pass with dual tensors,
     no backward graph (no_grad), nothing differentiated twice, run eagerly (torch.compile takes
-    no dual tensors); the binary activations carry tangents through ``SignBiRealJvp``. The pass uses the same batch
-    and train-mode BatchNorm batch statistics as the pass it linearises, but does not update
-    the running statistics (that would count the pass as a step, and an in-place update
+    no dual tensors); the binary activations carry tangents through ``SignBiRealJvp``. The pass
+    uses the same batch and train-mode BatchNorm batch statistics as the pass it linearises,
+    but does not update the running statistics (that would count the pass as a step, and an in-place update
     would invalidate the architecture pass's saved graph)."""
     import torch.autograd.forward_ad as fwad
     from torch.func import functional_call
@@ -233,12 +233,19 @@ def ggn_vector_product(model: nn.Module, x: Tensor, child_logits: Tensor, arch: 
     gives J^T H_z J v. Nothing is differentiated twice. Equal to
     ``ggn_vector_product_double_vjp`` (the reverse-only reference) to float tolerance."""
     arch = list(arch)
+    jv = logits_jvp(model, x, arch, v)
+    return _ggn_from_jv(child_logits, arch, jv, retain_graph)
+
+
+def _ggn_from_jv(child_logits: Tensor, arch: list[Tensor], jv: Tensor,
+                 retain_graph: bool) -> list[Tensor]:
+    """-(1/B) J^T H_z (J v) from J v: H_z (J v) = q * Jv - q (q . Jv) per example (the softmax
+    cross-entropy / KL Hessian in the logits, closed form), then one backward of the logits."""
     q = torch.softmax(child_logits.detach().float(), dim=1).to(child_logits.dtype)
-    b = q.shape[0]
-    jv = logits_jvp(model, x, arch, v).to(q.dtype)
+    jv = jv.detach().to(q.dtype)
     hz = q * jv - q * (q * jv).sum(dim=1, keepdim=True)
     out = grad_or_zeros(child_logits, arch, grad_outputs=hz, retain_graph=retain_graph)
-    return [-o / b for o in out]
+    return [-o / q.shape[0] for o in out]
 
 
 def ggn_vector_product_double_vjp(child_logits: Tensor, arch: Tensors, v: Tensors, *,
@@ -256,17 +263,13 @@ def ggn_vector_product_double_vjp(child_logits: Tensor, arch: Tensors, v: Tensor
     J^T H_z J v. Three backward passes to alpha_hat (weights get no gradient). This is the
     quantity ``fisher_vector_product`` estimates from one label draw per example."""
     arch = list(arch)
-    q = torch.softmax(child_logits.detach().float(), dim=1).to(child_logits.dtype)
-    b = q.shape[0]
     u = torch.zeros_like(child_logits, requires_grad=True)
     s = grad_or_zeros(child_logits, arch, grad_outputs=u, create_graph=True, retain_graph=True)
     dot = sum((si * vi).sum() for si, vi in zip(s, v) if si.requires_grad)
     if not isinstance(dot, Tensor) or not dot.requires_grad:   # no path from alpha to logits
         return [torch.zeros_like(a) for a in arch]
     (jv,) = torch.autograd.grad(dot, u)
-    hz = q * jv - q * (q * jv).sum(dim=1, keepdim=True)
-    out = grad_or_zeros(child_logits, arch, grad_outputs=hz.detach(), retain_graph=retain_graph)
-    return [-o / b for o in out]
+    return _ggn_from_jv(child_logits, arch, jv, retain_graph)
 
 
 def exact_hessian_vector_product(grads: Tensors, arch: Tensors, v: Tensors, *,

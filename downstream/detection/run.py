@@ -394,8 +394,8 @@ def run_detection(backbone: str, *, config: str | os.PathLike[str], work_dir: Pa
     data = data_digest(data_root)
     settings = {k: v for k, v in cfg.to_dict().items()
                 if k not in ("work_dir", "launcher", "resume", "load_from", "model_wrapper_cfg")}
-    fp = fingerprint_of("detect", [backbone, settings, seed],
-                        world_size=int(os.environ.get("WORLD_SIZE", "1")), data=data,
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    fp = fingerprint_of("detect", [backbone, settings, seed], world_size=world, data=data,
                         init=file_sha256(init_checkpoint) if init_checkpoint else "none")
     if int(os.environ.get("RANK", "0")) == 0:
         prepare_work_dir(work_dir, fp)
@@ -433,7 +433,7 @@ def run_detection(backbone: str, *, config: str | os.PathLike[str], work_dir: Pa
         config=str(config), **filled,
         raw_metrics={k: v for k, v in ((k, _jsonable(v)) for k, v in metrics.items())
                      if isinstance(v, (int, float, str)) or v is None},
-        world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        world_size=world,
         provenance=Provenance(**provenance("detect", fingerprint=fp, data=data,
                                            started=started,
                                            seconds=time.perf_counter() - t_start)))

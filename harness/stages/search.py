@@ -24,7 +24,7 @@ from harness.config import Params, method_config
 from harness.records import SearchRecord
 from harness.costs import device_info, peak_memory_mb, reset_peak_memory, run_cost
 from harness.data import build_search_loaders, infer_num_classes
-from harness.engine import check_finite, run_loop, set_loader_epoch
+from harness.engine import run_loop, set_loader_epoch
 from harness.provenance import fingerprint as stage_fingerprint, now_iso
 from harness.stages.common import (common_metrics, data_config, debug_dump, ensure_writable,
                                    loader_sample, locked, param_digest, run_dir, sampler_indices,
@@ -182,7 +182,6 @@ def _search(params: Params, method: str, method_cls: type[SearchMethod], cfg: An
         seconds, history, resumed = result.seconds, result.history, result.resumed_from_epoch
     else:
         seconds, history, resumed = 0.0, [], None
-    check_finite({}, searcher.arch_tensors(), f"search {name} s{seed}: final architecture")
     genotype = searcher.genotype()
     cell = cell_summary(genotype, params, num_classes)
     desc, kind = device_info(device)

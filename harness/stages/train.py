@@ -320,6 +320,8 @@ def _train(params: Params, name: str, seed: int, cfg: TrainSection, genotype: Ge
     lr = cfg.lr * cfg.batch_size * world / cfg.lr_scale_batch
     data = shared_data_digest(dcfg.root, loader_sample(train=train_loader, test=test_loader))
     teacher_file = cfg.kd.teacher_checkpoint
+    teacher_part = ({"teacher": file_sha256(teacher_file)}
+                    if cfg.kd.teacher != "none" and teacher_file else {})
 
     def fp(*settings: Any, **extra: Any) -> dict[str, str]:
         return fingerprint("train", settings, world_size=world, data=data, **extra)
@@ -380,9 +382,7 @@ def _train(params: Params, name: str, seed: int, cfg: TrainSection, genotype: Ge
                          cfg, lr, cfg.epochs, device, seed, teacher, cp_parent)
         res = run_loop(task, epochs=cfg.epochs, checkpoint=out / f"checkpoint_{tag}.pt",
                        desc=f"train {name} s{seed} {tag}", console=console,
-                       fingerprint=fp(record, cfg, dcfg, seed, tag, **(
-                           {"teacher": file_sha256(teacher_file)} if teacher is not None
-                           and teacher_file else {})))
+                       fingerprint=fp(record, cfg, dcfg, seed, tag, **teacher_part))
         total_seconds += res.seconds
         history += [{**h, "phase": {"step1": 1.0, "step2": 2.0}.get(tag, 0.0)} for h in res.history]
         resumed[tag] = res.resumed_from_epoch
