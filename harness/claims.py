@@ -767,11 +767,35 @@ def _ggn_claim(paper: pd.DataFrame, search: pd.DataFrame, train: pd.DataFrame) -
     return ClaimResult("G1", text, source, v, why)
 
 
+#: a normal cell with more skip-connects than this counts as collapsed (P-DARTS and DARTS+ cap
+#: the normal cell at 2 skips for this reason)
+COLLAPSE_SKIPS = 2
+
+
+def _cell(row: pd.Series, key: str) -> float:
+    cell = row.get("cell")
+    return float(cell[key]) if isinstance(cell, dict) and key in cell else math.nan
+
+
+def skip_counts(searches: pd.DataFrame) -> list[int]:
+    """Skip-connects in the normal cell of each search (runs recorded without it are left out)."""
+    out = []
+    for _, r in searches.iterrows():
+        v = _cell(r, "normal_skip")
+        if not math.isnan(v):
+            out.append(int(v))
+    return out
+
+
+def collapsed(counts: list[int]) -> int:
+    """How many of the normal cells (their skip counts) have more than COLLAPSE_SKIPS."""
+    return sum(c > COLLAPSE_SKIPS for c in counts)
+
+
 def _collapse_claim(search_main: pd.DataFrame) -> ClaimResult:
     """Whether the searched normal cells collapse to skip-connects (more than COLLAPSE_SKIPS),
     per method over its searches; judged for DCP-NAS, whose cells the paper retrains as good
     1-bit architectures."""
-    from harness.protocol import COLLAPSE_SKIPS, collapsed, skip_counts
     text = (f"DCP-NAS's searched normal cells do not collapse to skip-connects (at most "
             f"{COLLAPSE_SKIPS}; the failure DARTS is known for)")
     source = "Li et al., DCP-NAS, IJCV 2023 (its cells are retrained as 1-bit backbones)"

@@ -1,7 +1,8 @@
 """The NAS-reproduction protocol in the report's tables (Yang et al., ICLR 2020; Li and
 Talwalkar, UAI 2019; Lindauer and Hutter, JMLR 2020): which protocol a row's numbers follow,
-best-of-N apart from the mean, the relative improvement over random architectures, whether a
-found cell collapsed to skip-connects, and the end-to-end cost of a method.
+best-of-N apart from the mean, the relative improvement over random architectures, the skip
+counts of the found cells (counted in ``harness.claims``, whose collapse claim K1 uses them too),
+and the end-to-end cost of a method.
 
 Every function takes the frames of ``harness.report.load_metrics`` (one row per metrics file).
 """
@@ -12,11 +13,7 @@ from pathlib import PurePath
 
 import pandas as pd
 
-from harness.claims import Stats, fmt_num, fmt_stats, seed_stats
-
-#: a normal cell with more skip-connects than this counts as collapsed (P-DARTS and DARTS+ cap
-#: the normal cell at 2 skips for this reason)
-COLLAPSE_SKIPS = 2
+from harness.claims import Stats, collapsed, fmt_num, fmt_stats, seed_stats
 
 INDEPENDENT = "independent searches, each retrained once"
 SAME_SEARCH = "one search retrained several times"
@@ -77,26 +74,6 @@ def relative_improvement(runs: pd.DataFrame, random_runs: pd.DataFrame,
 
 def fmt_ri(s: Stats) -> str:
     return "—" if s.n == 0 or math.isnan(s.mean) else fmt_stats(s)
-
-
-def _cell(row: pd.Series, key: str) -> float:
-    cell = row.get("cell")
-    return float(cell[key]) if isinstance(cell, dict) and key in cell else math.nan
-
-
-def skip_counts(searches: pd.DataFrame) -> list[int]:
-    """Skip-connects in the normal cell of each search (runs recorded without it are left out)."""
-    out = []
-    for _, r in searches.iterrows():
-        v = _cell(r, "normal_skip")
-        if not math.isnan(v):
-            out.append(int(v))
-    return out
-
-
-def collapsed(counts: list[int]) -> int:
-    """How many of the normal cells (their skip counts) have more than COLLAPSE_SKIPS."""
-    return sum(c > COLLAPSE_SKIPS for c in counts)
 
 
 def fmt_skips(counts: list[int]) -> str:

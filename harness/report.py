@@ -413,7 +413,7 @@ def build_classification(metrics: pd.DataFrame, paper: pd.DataFrame) -> pd.DataF
             "protocol": PR.row_protocol(g), "n seeds": int(top1.n),
             "top-1 (%)": fmt_stats(top1), BEST_HEADER: PR.best_of_n(g),
             RI_HEADER: PR.fmt_ri(PR.relative_improvement(g, rand)) if method != "random" else "0",
-            "skips, normal cell": PR.fmt_skips(PR.skip_counts(srows)),
+            "skips, normal cell": PR.fmt_skips(C.skip_counts(srows)),
             "top-5 (%)": fmt_stats(top5),
             **({"best-epoch top-1 (%)": fmt_stats(_stats(g, "best_top1"))} if has_best else {}),
             "params (M)": fmt_stats(_stats(g, "params_m"), ".3g"),
@@ -867,7 +867,7 @@ def build_report(runs_dir: Path, out_dir: Path, console=None,
                  "(not what one search gives). A 'MIXED' protocol is not a mean over independent "
                  "searches. RI = 100 (acc − acc_random) / acc_random per run, acc_random the "
                  f"mean of the random-architecture runs. Skips: skip-connects in each search's "
-                 f"normal cell; more than {PR.COLLAPSE_SKIPS} counts as collapsed.",
+                 f"normal cell; more than {C.COLLAPSE_SKIPS} counts as collapsed.",
                  "Top-1 / top-5: mean ± sample std (ddof=1) over seeds, or the value and n=1, of the "
                  "final epoch. Best-epoch top-1: the best test epoch of the last training step, which "
                  "is what the official DCP-NAS scripts report (it selects on the test set).",

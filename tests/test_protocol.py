@@ -12,6 +12,7 @@ from backbones.genotypes import DARTS_V2, Genotype
 from backbones.search import tangent as tp
 from backbones.search.dcpnas import DCPNASConfig
 from harness import protocol as PR
+from harness.claims import skip_counts
 from harness.config import load_params
 
 
@@ -65,7 +66,7 @@ def test_skip_counts_of_a_known_genotype() -> None:
     assert skips.op_counts()["normal_skip"] == 8
     frame = pd.DataFrame([{"cell": DARTS_V2.op_counts()}, {"cell": skips.op_counts()},
                           {"cell": None}])
-    assert PR.skip_counts(frame) == [2, 8]
+    assert skip_counts(frame) == [2, 8]
     assert PR.fmt_skips([2, 8]) == "2, 8 (1 of 2 collapsed)"
 
 
