@@ -55,6 +55,8 @@ def describe_error(err: Any) -> str:
         return f"expected a string matching {ctx['pattern']}, got {value!r}"
     if kind == "missing":
         return "missing (required)"
+    if kind == "value_error":        # a model's own check: its message says it all
+        return str(ctx.get("error", err["msg"].removeprefix("Value error, ")))
     if kind in _EXPECTED:
         return f"expected {_EXPECTED[kind]}, got {value!r}"
     return f"{err['msg'].rstrip('.')}, got {value!r}"

@@ -1,5 +1,10 @@
 """The search model: MixedOp, search cell and supernet with architecture parameters alpha.
 
+Two stems, as the retraining network (``backbones.network.make_stem``): ``cifar`` (one
+stride-1 conv: cells at 32x32) and ``imagenet`` (PC-DARTS' ImageNet search supernet: three
+stride-2 convs, 224x224 -> 28x28 before the first cell, which reads the stride-4 stage as its
+reduced input), so a 224x224 search runs its cells at the resolution the reference does.
+
 One class serves every method: ``binary=False`` is the real-valued Parent (DARTS), ``binary=True``
 the 1-bit Child; ``partial_channels=K > 1`` gives PC-DARTS-style partial channel connections
 (only 1/K of the channels go through the mixed op, the rest bypass it, then a channel shuffle).
@@ -14,6 +19,7 @@ from torch import Tensor, nn
 
 from backbones.binary import BinaryConv2d
 from backbones.genotypes import NUM_EDGES, STEPS, Genotype, from_alphas
+from backbones.network import make_stem
 from backbones.operations import PRIMITIVES, FactorizedReduce, ReLUConvBN, create_op
 
 
@@ -124,6 +130,9 @@ class SearchCell(nn.Module):
 class Supernet(nn.Module):
     """DARTS supernet: real stem, ``layers`` cells (reductions at 1/3 and 2/3), real classifier.
 
+    ``stem="imagenet"`` is PC-DARTS' ImageNet search stem (stride 8, ``stem_multiplier * C``
+    channels; the stride-4 stage feeds the first cell's s0 through a FactorizedReduce).
+
     ``alpha_normal`` / ``alpha_reduce`` (14 x 8) are the architecture parameters; they are kept
     apart from the weights (``arch_parameters`` / ``weight_parameters``) for bi-level updates.
     ``op_mask`` (same shape, 0/1) removes ops, used by CP-NAS's progressive pruning and sampling.
@@ -131,17 +140,18 @@ class Supernet(nn.Module):
 
     def __init__(self, C: int = 16, num_classes: int = 10, layers: int = 8, *,
                  binary: bool = False, partial_channels: int = 1, steps: int = STEPS,
-                 multiplier: int = 4, stem_multiplier: int = 3, in_channels: int = 3) -> None:
+                 multiplier: int = 4, stem_multiplier: int = 3, in_channels: int = 3,
+                 stem: str = "cifar") -> None:
         super().__init__()
         self.C, self.num_classes, self.layers = C, num_classes, layers
         self.binary = binary
         self.partial_channels = partial_channels
+        self.stem_kind = stem
         c_curr = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_curr, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(c_curr))
+        self.stem, self.stem1 = make_stem(stem, in_channels, c_curr)
         C_pp, C_p, c_curr = c_curr, c_curr, C
         self.cells = nn.ModuleList()
-        reduction_prev = False
+        reduction_prev = self.stem1 is not None   # ImageNet: s0 is at twice s1's resolution
         for i in range(layers):
             reduction = layers >= 3 and i in (layers // 3, 2 * layers // 3)
             if reduction:
@@ -177,9 +187,15 @@ class Supernet(nn.Module):
         mask = self.mask_reduce if reduction else self.mask_normal
         return torch.softmax(alpha.masked_fill(mask == 0, float("-inf")), dim=-1)
 
+    def stem_states(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(s0, s1) of the first cell: the stem's output twice (CIFAR), or the stride-4 and
+        stride-8 stages (ImageNet)."""
+        s0 = self.stem(x)
+        return (s0, s0) if self.stem1 is None else (s0, self.stem1(s0))
+
     def forward(self, x: Tensor) -> Tensor:
         w_normal, w_reduce = self.edge_weights(False), self.edge_weights(True)
-        s0 = s1 = self.stem(x)
+        s0, s1 = self.stem_states(x)
         for cell in self.cells:
             s0, s1 = s1, cell(s0, s1, w_reduce if cell.reduction else w_normal)
         return self.classifier(self.global_pooling(s1).flatten(1))

@@ -112,7 +112,13 @@ def cmd_deploy(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from harness.report import build_report
     params = _params(args)
-    runs = Path(args.runs or Path(params.paths.runs) / params.profile)
+    base = Path(params.paths.runs)
+    if args.runs:
+        runs = [Path(r) for r in args.runs]
+    else:   # the active profile's runs, and its ImageNet-search profile's where they exist
+        runs = [base / params.profile]
+        if params.imagenet_profile and (base / params.imagenet_profile).is_dir():
+            runs.append(base / params.imagenet_profile)
     out = Path(args.out or Path(params.paths.results) / "report")
     build_report(runs, out, console=Console())
 
@@ -177,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_deploy)
 
     s = sub.add_parser("report", help="tables, plots and REPORT.md from the metrics files")
-    s.add_argument("--runs", default=None, help="runs folder (default: <paths.runs>/<profile>, "
-                   "the active profile's runs; give <paths.runs> for every profile)")
+    s.add_argument("--runs", default=None, action="append",
+                   help="runs folder, repeatable (default: <paths.runs>/<profile> and "
+                   "<paths.runs>/<imagenet_profile>; give <paths.runs> for every profile)")
     s.add_argument("--out", default=None, help="output folder (default: <paths.results>/report)")
     s.set_defaults(func=cmd_report)
 

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, PrivateAttr, StringConstraints, ValidationError
+from pydantic import (BaseModel, Field, PrivateAttr, StringConstraints, ValidationError,
+                      model_validator)
 
 from backbones.binary import Binarizer
 from backbones.search.base import CommonSearchConfig
@@ -139,6 +140,30 @@ class SmokeDataSection(Settings):
     coco_size: Count = 96
     market_ids: Count = 12
     market_cams: Count = 3
+    #: the ImageNet-layout folder (train/<wnid>/*.JPEG, val/...) of profile smoke-imagenet
+    imagenet_classes: Count = 5
+    imagenet_train_per_class: Count = 40
+    imagenet_val_per_class: Count = 8
+    imagenet_size: Count = 48
+
+
+SampleFraction = Annotated[float, Field(gt=0, le=1)]
+
+
+class SampleSection(Settings):
+    """profiles.<name>.search.sample: search on a class-balanced sample of an ImageNet-style
+    training folder (PC-DARTS: 10 % of every class for the weights, 2.5 % for the
+    architecture), drawn with its own seed (the same sample for every search seed)."""
+    weights: SampleFraction = 0.1
+    arch: SampleFraction = 0.025
+    seed: NonNegativeInt = 0
+
+    @model_validator(mode="after")
+    def _fits(self) -> "SampleSection":
+        if self.weights + self.arch > 1:
+            raise ValueError(f"weights {self.weights:g} + arch {self.arch:g} > 1: a sample "
+                             "larger than the folder; expected fractions adding up to at most 1")
+        return self
 
 
 class SearchSection(CommonSearchConfig):
@@ -146,7 +171,12 @@ class SearchSection(CommonSearchConfig):
     override a method's own defaults: ``model_fields_set``), the data split, and per-method
     blocks validated against each method's Config."""
     batch_size: Count = 64
+    #: the batch w_lr is given for: w_lr (and w_lr_min) scale by batch_size x processes /
+    #: lr_scale_batch (linear scaling; PC-DARTS ImageNet: 0.5 at 1024). None: no scaling
+    lr_scale_batch: Count | None = None
     train_portion: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    #: a class-balanced sample instead of the train_portion split (ImageNet search)
+    sample: SampleSection | None = None
     max_steps_per_epoch: Count | None = None
     per_method: dict[str, dict[str, Any]] = Field(default_factory=dict)
     binarizer: Binarizer = "official"  # weight binarizer of the 1-bit supernet
@@ -267,6 +297,11 @@ class Params(Settings):
     seeds: Annotated[list[NonNegativeInt], Field(min_length=1)] = Field(
         default_factory=lambda: [0])
     search_runs: list[str] = Field(default_factory=list)
+    #: the profile of the ImageNet-search stages (search_imagenet, train_imagenet): a profile
+    #: whose data is an ImageNet-style folder; its runs go to <paths.runs>/<imagenet_profile>
+    imagenet_profile: str | None = None
+    #: search methods and ablations the ImageNet-search stages run (Table 4.3)
+    imagenet_search_runs: list[str] = Field(default_factory=list)
     ablations: dict[str, Ablation] = Field(default_factory=dict)
     reference_backbones: list[str] = Field(default_factory=list)
     backbones: list[str] = Field(default_factory=list)
@@ -306,7 +341,20 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
         raise unknown_key_error(params.profile, list(params.profiles), f"{where}: profile")
     _check_names(params, where)
     _check_methods(params, where)
+    _check_imagenet_profile(params, where)
     return params
+
+
+def _check_imagenet_profile(params: Params, where: str) -> None:
+    name = params.imagenet_profile
+    if name is None:
+        return
+    if name not in params.profiles:
+        raise unknown_key_error(name, list(params.profiles), f"{where}: imagenet_profile")
+    data = params.profiles[name].data
+    if data.name != "imagenet":
+        raise ConfigError(f"{where}: imagenet_profile: profile {name!r} has data.name "
+                          f"{data.name!r}; expected a profile whose data.name is imagenet")
 
 
 def _check_names(params: Params, where: str) -> None:
@@ -315,6 +363,7 @@ def _check_names(params: Params, where: str) -> None:
     problems: list[str] = []
     named = [("profiles", list(params.profiles)), ("ablations", list(params.ablations)),
              ("search_runs", params.search_runs),
+             ("imagenet_search_runs", params.imagenet_search_runs),
              ("reference_backbones", params.reference_backbones),
              ("backbones", [b.replace(":", "-") for b in params.backbones]),
              ("deploy_paper_size", params.deploy_paper_size)]
@@ -341,10 +390,11 @@ def _check_methods(params: Params, where: str) -> None:
         except ConfigError as exc:
             problems.extend(exc.problems)
 
-    for m in params.search_runs:
-        if m not in known and m not in params.ablations:
-            problems.append(str(unknown_key_error(m, known + list(params.ablations),
-                                                  f"{where}: search_runs")))
+    for key in ("search_runs", "imagenet_search_runs"):
+        for m in getattr(params, key):
+            if m not in known and m not in params.ablations:
+                problems.append(str(unknown_key_error(m, known + list(params.ablations),
+                                                      f"{where}: {key}")))
     for name, abl in params.ablations.items():
         if abl.method not in known:
             problems.append(str(unknown_key_error(abl.method, known,
@@ -358,7 +408,7 @@ def _check_methods(params: Params, where: str) -> None:
             if m not in known:
                 problems.append(str(unknown_key_error(
                     m, known, f"{where}: profiles.{pname}.search.per_method")))
-                continue
+        for m in known:   # the shared keys and the method's own block, for every method
             collect(lambda: method_config(get_search_method(m), prof.search, {}, where,
                                           search_at=f"profiles.{pname}.search"))
     if problems:

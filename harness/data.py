@@ -15,6 +15,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
@@ -514,10 +515,53 @@ def _loader(ds: Dataset, indices: list[int], cfg: DataConfig, train: bool, seed:
     )
 
 
+@dataclass(frozen=True)
+class SampleSpec:
+    """A class-balanced search sample (PC-DARTS on ImageNet: 10 % of every class for the
+    weights, 2.5 % for the architecture), drawn with its own ``seed``."""
+    weights: float = 0.1
+    arch: float = 0.025
+    seed: int = 0
+
+
+def class_balanced_sample(targets: Sequence[int], class_names: Sequence[str], spec: SampleSpec,
+                          where: str) -> tuple[list[int], list[int]]:
+    """Per class, ``floor(fraction * images)`` of its images for the weights and as many for the
+    architecture, disjoint, drawn by a permutation seeded with ``spec.seed`` (the same listing
+    and seed give the same sample). Returns (weight indices, architecture indices), each sorted.
+    ``where`` names the folder in errors; a fraction that leaves some class without an image,
+    or fractions adding up to more than the folder, is one DatasetError."""
+    if spec.weights + spec.arch > 1.0:
+        raise DatasetError(f"search.sample: weights {spec.weights:g} + arch {spec.arch:g} = "
+                           f"{spec.weights + spec.arch:g}: a sample larger than the folder "
+                           f"{where}; expected fractions adding up to at most 1")
+    targets = np.asarray(targets)
+    counts = np.bincount(targets, minlength=len(class_names))
+    rng = np.random.default_rng(spec.seed)
+    w_idx: list[np.ndarray] = []
+    a_idx: list[np.ndarray] = []
+    for c, name in enumerate(class_names):
+        n_w, n_a = int(spec.weights * counts[c]), int(spec.arch * counts[c])
+        if n_w == 0 or n_a == 0:
+            which = "weights" if n_w == 0 else "arch"
+            raise DatasetError(
+                f"search.sample.{which} = {getattr(spec, which):g} of the {counts[c]} images in "
+                f"{where}/{name} is less than one image: expected a fraction that leaves every "
+                "class at least one image for the weights and one for the architecture")
+        members = np.flatnonzero(targets == c)[rng.permutation(int(counts[c]))]
+        w_idx.append(members[:n_w])
+        a_idx.append(members[n_w:n_w + n_a])
+    return sorted(np.concatenate(w_idx).tolist()), sorted(np.concatenate(a_idx).tolist())
+
+
 def build_search_loaders(cfg: DataConfig, train_portion: float = 0.5, seed: int = 0,
-                         distributed: bool = False) -> tuple[DataLoader, DataLoader, int]:
+                         distributed: bool = False, sample: SampleSpec | None = None
+                         ) -> tuple[DataLoader, DataLoader, int]:
     """DARTS search split: the first ``train_portion`` of the training set trains the weights,
     the rest the architecture; both use the training transform. Returns (train, val, num_classes).
+    With ``sample`` (an ImageNet folder) the two parts are a class-balanced sample of the
+    training folder instead (``class_balanced_sample``; ``train_subset`` does not apply), drawn
+    from the one listing ImageFolder makes.
 
     Shuffling is seeded by ``seed`` (torch.Generator); with ``distributed`` each part gets a
     DistributedSampler (call ``loader.sampler.set_epoch(epoch)`` every epoch). Augmentation draws
@@ -526,10 +570,18 @@ def build_search_loaders(cfg: DataConfig, train_portion: float = 0.5, seed: int 
     if not 0.0 < train_portion < 1.0:
         raise DatasetError(f"search.train_portion must be in (0, 1), got {train_portion}")
     ds = build_dataset(cfg, train=True)
-    indices = _prefix(_ordered_indices(ds), cfg.train_subset, "train_subset")
-    split = int(math.floor(train_portion * len(indices)))
-    train = _loader(ds, indices[:split], cfg, True, seed, distributed, "search weight")
-    val = _loader(ds, indices[split:], cfg, True, seed + 1, distributed, "search architecture")
+    if sample is not None:
+        if not isinstance(ds, ImageFolder):
+            raise DatasetError(f"search.sample applies to an ImageNet-style folder (data.name "
+                               f"imagenet), not to {cfg.name}: remove it or use train_portion")
+        w_part, a_part = class_balanced_sample(ds.targets, ds.classes, sample,
+                                               str(Path(cfg.root) / "train"))
+    else:
+        indices = _prefix(_ordered_indices(ds), cfg.train_subset, "train_subset")
+        split = int(math.floor(train_portion * len(indices)))
+        w_part, a_part = indices[:split], indices[split:]
+    train = _loader(ds, w_part, cfg, True, seed, distributed, "search weight")
+    val = _loader(ds, a_part, cfg, True, seed + 1, distributed, "search architecture")
     return train, val, _num_classes(ds)
 
 

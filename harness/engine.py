@@ -115,9 +115,11 @@ def run_loop(task: LoopTask, *, epochs: int, checkpoint: Path, desc: str,
             task.begin_epoch(epoch, epochs)
             progress.reset(bar_steps, total=task.steps_in_epoch())
             sums: dict[str, float] = {}
-            n_steps = 0
+            n_steps, step_seconds = 0, 0.0
             for step, batch in enumerate(task.batches(epoch)):
-                logs = task.step(batch)
+                t_step = time.perf_counter()
+                logs = task.step(batch)      # returns host floats: the device has finished
+                step_seconds += time.perf_counter() - t_step
                 n_steps += 1
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
@@ -126,8 +128,10 @@ def run_loop(task: LoopTask, *, epochs: int, checkpoint: Path, desc: str,
                 progress.update(bar_steps, advance=1,
                                 info=" ".join(f"{k}={v:.3g}" for k, v in logs.items()))
             # per-epoch means of the step scalars, then what the epoch's end reports
+            # (steps and step_seconds: the cost per step without data loading or evaluation)
             logs = {"epoch": float(epoch), **{k: v / max(n_steps, 1) for k, v in sums.items()},
-                    **task.end_epoch(epoch)}
+                    **task.end_epoch(epoch), "steps": float(n_steps),
+                    "step_seconds": step_seconds}
             check_finite(logs, {}, f"{desc}: end of epoch {epoch}", checkpoint, epoch)
             result.history.append(logs)
             seconds = elapsed_before + time.perf_counter() - t0

@@ -131,6 +131,15 @@ class SearchRecord(RecordBase):
     #: the found cell: {normal,reduce}_{param_free,skip} edge counts, params_m / ops_m of its
     #: 1-bit network at the profile's retraining size (``harness.stages.search.cell_summary``)
     cell: dict[str, Any] | None = None
+    #: search steps run and their mean wall time (the step only: no data loading, evaluation
+    #: or checkpointing), the batch per process and the input side they ran at
+    steps: NonNegativeInt | None = None
+    seconds_per_step: Amount | None = None
+    batch_size: NonNegativeInt | None = None
+    image_size: NonNegativeInt | None = None
+    #: the class-balanced search sample (ImageNet): fractions, seed, images per part, the
+    #: digest of its file lists and the file that holds them (``sample.json`` in the run folder)
+    sample: dict[str, Any] | None = None
     final: dict[str, Any] = Field(default_factory=dict)
     history: list[dict[str, Any]] = Field(default_factory=list)
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from backbones.search.base import Batch, average_gradients
+from backbones.search.base import Batch, average_gradients, cosine_lr  # noqa: F401 (re-export)
 from backbones.supernet import Supernet
 
 
@@ -22,14 +22,6 @@ def make_arch_optimizer(model: Supernet, lr: float, wd: float) -> torch.optim.Ad
 def make_weight_optimizer(model: Supernet, lr: float, momentum: float,
                           wd: float) -> torch.optim.SGD:
     return torch.optim.SGD(model.weight_parameters(), lr=lr, momentum=momentum, weight_decay=wd)
-
-
-def cosine_lr(epoch: int, total: int, lr_max: float, lr_min: float) -> float:
-    """The DARTS weight schedule: cosine annealing per epoch."""
-    import math
-    if total <= 1:
-        return lr_max
-    return lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * epoch / total))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

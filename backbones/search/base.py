@@ -9,11 +9,12 @@ declared once, there); the harness validates params.yaml against it.
 from __future__ import annotations
 
 import difflib
+import math
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.distributed as dist
@@ -21,10 +22,17 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from backbones.genotypes import Genotype
-from backbones.settings import (Count, Fraction, NonNegativeFloat, PositiveFloat,
-                                Settings)
+from backbones.settings import (Count, Fraction, NonNegativeFloat, NonNegativeInt,
+                                PositiveFloat, Settings)
 
 Batch = tuple[Tensor, Tensor]
+
+
+def cosine_lr(epoch: int, total: int, lr_max: float, lr_min: float) -> float:
+    """The DARTS weight schedule: cosine annealing per epoch."""
+    if total <= 1:
+        return lr_max
+    return lr_min + 0.5 * (lr_max - lr_min) * (1 + math.cos(math.pi * epoch / total))
 
 
 class CommonSearchConfig(Settings):
@@ -40,6 +48,31 @@ class CommonSearchConfig(Settings):
     arch_wd: NonNegativeFloat = 1e-3
     grad_clip: NonNegativeFloat = 5.0     # 0: no clipping
     partial_channels: Count = 1
+    #: the supernet's stem: cifar (stride 1) or imagenet (PC-DARTS' stride-8 search stem)
+    stem: Literal["cifar", "imagenet"] = "cifar"
+    #: epochs that train only the weights before the architecture moves (PC-DARTS: 15 on
+    #: CIFAR-10, 35 of 50 on ImageNet; DARTS 0). Capped at epochs - 1 so a short run still
+    #: takes architecture steps.
+    arch_warmup_epochs: NonNegativeInt = 0
+    #: epochs of linear weight learning-rate warm-up (PC-DARTS ImageNet: 5, its batch 1024)
+    lr_warmup_epochs: NonNegativeInt = 0
+
+    def supernet_kwargs(self) -> dict[str, Any]:
+        """The supernet's shape, as every method builds it."""
+        return {"C": self.C, "layers": self.layers, "partial_channels": self.partial_channels,
+                "stem": self.stem}
+
+    def arch_frozen(self, epoch: int, total_epochs: int) -> bool:
+        """True while the architecture is held (weights-only warm-up)."""
+        return epoch < max(0, min(self.arch_warmup_epochs, total_epochs - 1))
+
+    def weight_lr(self, epoch: int, total_epochs: int) -> float:
+        """The weight learning rate of ``epoch``: cosine from w_lr to w_lr_min over the search,
+        times (epoch + 1) / lr_warmup_epochs during the warm-up (PC-DARTS ImageNet)."""
+        lr = cosine_lr(epoch, total_epochs, self.w_lr, self.w_lr_min)
+        if epoch < self.lr_warmup_epochs:
+            lr *= (epoch + 1) / self.lr_warmup_epochs
+        return lr
 
 
 @dataclass

@@ -60,7 +60,7 @@ from backbones.binary import BinaryConv2d
 from backbones.genotypes import NUM_EDGES, STEPS, Genotype, parse_alphas
 from backbones.operations import PRIMITIVES
 from backbones.evaluation import accuracy, evaluate
-from backbones.search.architect import cosine_lr, make_weight_optimizer, set_lr, weight_step
+from backbones.search.architect import make_weight_optimizer, set_lr, weight_step
 from backbones.search.base import (Batch, CommonSearchConfig, SearchContext, SearchMethod,
                                    register_search_method)
 from backbones.settings import Count, NonNegativeFloat, NonNegativeInt
@@ -74,6 +74,9 @@ CELLS = ("normal", "reduce")
 
 
 class CPNASConfig(CommonSearchConfig):
+    #: no weights-only warm-up: CP-NAS's first round already trains every op (sampled) before
+    #: any is dropped, and the paper gives it none
+    arch_warmup_epochs: Literal[0] = 0
     #: beta_P of Eq. 4.15, z = beta_P (A_P - A_C) + A_C. The paper's value is not recoverable
     #: from the text (its ablation shows accuracy dropping for beta_P >= 2); 0.5 weighs Parent
     #: and Child accuracy equally. NOTE beta_P = 1 makes z = A_P (the Child would not matter).
@@ -162,9 +165,9 @@ class CPNAS(SearchMethod):
 
     def __init__(self, cfg: CPNASConfig, ctx: SearchContext) -> None:
         super().__init__(cfg, ctx)
-        kw = dict(partial_channels=cfg.partial_channels)
-        self.parent = Supernet(cfg.C, ctx.num_classes, cfg.layers, binary=False, **kw)
-        self.child = Supernet(cfg.C, ctx.num_classes, cfg.layers, binary=True, **kw)
+        kw = dict(num_classes=ctx.num_classes, **cfg.supernet_kwargs())
+        self.parent = Supernet(binary=False, **kw)
+        self.child = Supernet(binary=True, **kw)
         self.parent.to(ctx.device)
         self.child.to(ctx.device)
         self.p_opt = make_weight_optimizer(self.parent, cfg.w_lr, cfg.w_momentum, cfg.w_wd)
@@ -278,7 +281,7 @@ class CPNAS(SearchMethod):
     # -- the loop's hooks ------------------------------------------------------------------
     def begin_epoch(self, epoch: int, total_epochs: int) -> None:
         total = self.planned_epochs()
-        lr = cosine_lr(min(self.epochs_done, total), total, self.cfg.w_lr, self.cfg.w_lr_min)
+        lr = self.cfg.weight_lr(min(self.epochs_done, total), total)
         set_lr(self.p_opt, lr)
         set_lr(self.c_opt, lr)
         for net in (self.parent, self.child):

@@ -220,7 +220,7 @@ class EdgeNormSupernet(Supernet):
     def forward(self, x: Tensor) -> Tensor:
         w = {False: self.edge_weights(False), True: self.edge_weights(True)}
         b = {False: self.edge_scales(False), True: self.edge_scales(True)}
-        s0 = s1 = self.stem(x)
+        s0, s1 = self.stem_states(x)
         for cell in self.cells:
             s0, s1 = s1, self._cell_forward(cell, s0, s1, w[cell.reduction], b[cell.reduction])
         return self.classifier(self.global_pooling(s1).flatten(1))
@@ -245,8 +245,7 @@ class PCDartsConfig(CommonSearchConfig):
     partial_channels: Count = 4
     #: learnable per-edge beta, softmax over each node's inputs (PC-DARTS "edge normalization")
     edge_normalization: bool = True
-    #: epochs that train only the weights before alpha/beta updates start (PC-DARTS: 15). Capped
-    #: at total_epochs - 1 so a short (smoke) run still takes architecture steps.
+    #: PC-DARTS CIFAR-10: alpha/beta move from epoch 15 on (see CommonSearchConfig)
     arch_warmup_epochs: NonNegativeInt = 15
 
 
@@ -258,32 +257,12 @@ class PCDARTS(SupernetSearch):
     binary = True
     Config = PCDartsConfig
 
-    def __init__(self, cfg: PCDartsConfig, ctx: SearchContext) -> None:
-        SearchMethod.__init__(self, cfg, ctx)
-        cls = EdgeNormSupernet if cfg.edge_normalization else Supernet
-        self.model = cls(cfg.C, ctx.num_classes, cfg.layers, binary=self.binary,
-                         partial_channels=cfg.partial_channels).to(ctx.device)
-        self.w_opt = make_weight_optimizer(self.model, cfg.w_lr, cfg.w_momentum, cfg.w_wd)
-        self.a_opt = make_arch_optimizer(self.model, cfg.arch_lr, cfg.arch_wd)
-        self.epoch = 0
-        self.warmup = cfg.arch_warmup_epochs
-
-    def begin_epoch(self, epoch: int, total_epochs: int) -> None:
-        super().begin_epoch(epoch, total_epochs)
-        self.epoch = epoch
-        self.warmup = max(0, min(self.cfg.arch_warmup_epochs, total_epochs - 1))
-
-    def arch_step(self, train_batch: Batch, val_batch: Batch) -> float:
-        if self.epoch < self.warmup:
-            return float("nan")
-        return super().arch_step(train_batch, val_batch)
+    def supernet_class(self) -> type[Supernet]:
+        return EdgeNormSupernet if self.cfg.edge_normalization else Supernet
 
     def step(self, train_batch: Batch, val_batch: Batch) -> dict[str, float]:
         dev = self.ctx.device
-        out = super().step(_to(train_batch, dev), _to(val_batch, dev))
-        if out["arch_loss"] != out["arch_loss"]:  # warm-up: no architecture step, nothing to log
-            del out["arch_loss"]
-        return out
+        return super().step(_to(train_batch, dev), _to(val_batch, dev))
 
     def alphas(self) -> dict[str, list[list[float]]]:
         out = super().alphas()
@@ -293,12 +272,3 @@ class PCDARTS(SupernetSearch):
             out["edge_reduce"] = [self.model.edge_scales(True).detach().cpu().tolist()]
         return out
 
-    def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state.update(epoch=self.epoch, warmup=self.warmup)
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.epoch = int(state.get("epoch", 0))
-        self.warmup = int(state.get("warmup", self.cfg.arch_warmup_epochs))

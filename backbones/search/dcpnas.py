@@ -59,8 +59,8 @@ from torch import Tensor, nn
 from backbones.binary import reconstruction_loss
 from backbones.genotypes import Genotype
 from backbones.search import tangent as tp
-from backbones.search.architect import (cosine_lr, make_arch_optimizer, make_weight_optimizer,
-                                        set_lr, weight_step)
+from backbones.search.architect import (make_arch_optimizer, make_weight_optimizer, set_lr,
+                                        weight_step)
 from backbones.search.base import (Batch, CommonSearchConfig, SearchContext, SearchMethod,
                                    average_gradients, rank, register_search_method, world_size)
 from backbones.settings import Count, Fraction, NonNegativeFloat, PositiveFloat
@@ -174,8 +174,7 @@ class DCPNAS(SearchMethod):
     def __init__(self, cfg: DCPNASConfig, ctx: SearchContext) -> None:
         super().__init__(cfg, ctx)
         dev = ctx.device
-        net = dict(C=cfg.C, num_classes=ctx.num_classes, layers=cfg.layers,
-                   partial_channels=cfg.partial_channels)
+        net = dict(num_classes=ctx.num_classes, **cfg.supernet_kwargs())
         self.parent = Supernet(**net, binary=False).to(dev)
         self.child = Supernet(**net, binary=True).to(dev)
         self.child.copy_arch_from(self.parent)
@@ -193,6 +192,7 @@ class DCPNAS(SearchMethod):
         self.bt_alpha = torch.zeros(shape, device=dev)                      # its alpha^t
         self.has_bt = False
         self.steps = 0
+        self.arch_frozen = False        # weights-only warm-up epoch (arch_warmup_epochs)
         self.last_tangent: list[Tensor] | None = None   # of the Parent's last update
         self._norm_index = tp.OpNormIndex(self.child)
         self.init_norms = tp.op_weight_norms(self.child, self._norm_index)   # R(w_m) at init
@@ -221,9 +221,10 @@ class DCPNAS(SearchMethod):
 
     # -- the step -----------------------------------------------------------------------------
     def begin_epoch(self, epoch: int, total_epochs: int) -> None:
-        lr = cosine_lr(epoch, total_epochs, self.cfg.w_lr, self.cfg.w_lr_min)
+        lr = self.cfg.weight_lr(epoch, total_epochs)
         set_lr(self.p_wopt, lr)
         set_lr(self.c_wopt, lr)
+        self.arch_frozen = self.cfg.arch_frozen(epoch, total_epochs)
         self.parent.train()
         self.child.train()
 
@@ -237,6 +238,8 @@ class DCPNAS(SearchMethod):
         p_weights, c_weights = list(parent.weight_parameters()), list(child.weight_parameters())
         alpha_t = self._alpha(parent)                        # alpha^t (alpha~^t after step t-1)
         zero = torch.zeros((), device=dev)
+        if self.arch_frozen:
+            return self._warmup_step(xt, yt, p_arch, p_weights, c_weights)
 
         # 1. the Parent's steps (every parent_every-th step) ---------------------------------
         if self.steps % cfg.parent_every == 0:
@@ -288,6 +291,30 @@ class DCPNAS(SearchMethod):
                 "psi_mean": self.psi.mean(), "backtracked": n_bt}
         values = torch.stack([v.detach().float().reshape(()) for v in logs.values()]).tolist()
         return dict(zip(logs, values))                       # one host sync per step
+
+    def _warmup_step(self, xt: Tensor, yt: Tensor, p_arch: list[nn.Parameter],
+                     p_weights: list[nn.Parameter], c_weights: list[nn.Parameter]
+                     ) -> dict[str, float]:
+        """A warm-up step (the first ``arch_warmup_epochs``): the Parent's and the Child's
+        weight steps on the training batch; alpha, alpha_hat, psi~ and backtracking rest."""
+        if self.steps % self.cfg.parent_every == 0:
+            self.p_wopt.zero_grad(set_to_none=True)
+            with _no_grad_for(p_arch):
+                logits_pt = self.parent(xt)
+                parent_loss = F.cross_entropy(logits_pt, yt)
+                weight_step(self.parent, p_weights, self.p_wopt, parent_loss, self.cfg.grad_clip)
+            logits_pt = logits_pt.detach()
+        else:
+            with torch.no_grad():
+                logits_pt = self.parent(xt)
+            parent_loss = F.cross_entropy(logits_pt, yt)
+        kl, recon, loss, logits_ct = self._child_weight_step(xt, logits_pt, c_weights)
+        self.steps += 1
+        logs = {"loss": loss, "kl": kl, "recon": recon, "parent_loss": parent_loss.detach(),
+                "child_acc": (logits_ct.argmax(1) == yt).float().mean() * 100,
+                "parent_acc": (logits_pt.argmax(1) == yt).float().mean() * 100}
+        values = torch.stack([v.detach().float().reshape(()) for v in logs.values()]).tolist()
+        return dict(zip(logs, values))
 
     def _parent_step(self, xt: Tensor, yt: Tensor, xv: Tensor, yv: Tensor,
                      p_arch: list[nn.Parameter], p_weights: list[nn.Parameter]

@@ -7,7 +7,7 @@ from typing import Any
 from torch import nn
 
 from backbones.genotypes import Genotype
-from backbones.search.architect import (cosine_lr, first_order_arch_step, make_arch_optimizer,
+from backbones.search.architect import (first_order_arch_step, make_arch_optimizer,
                                         make_weight_optimizer, set_lr, weight_step)
 from backbones.search.base import (Batch, CommonSearchConfig, SearchContext, SearchMethod,
                                    register_search_method)
@@ -22,26 +22,33 @@ class SupernetSearch(SearchMethod):
 
     def __init__(self, cfg: CommonSearchConfig, ctx: SearchContext) -> None:
         super().__init__(cfg, ctx)
-        self.model = Supernet(cfg.C, ctx.num_classes, cfg.layers, binary=self.binary,
-                              partial_channels=cfg.partial_channels).to(ctx.device)
+        self.model = self.supernet_class()(num_classes=ctx.num_classes, binary=self.binary,
+                                           **cfg.supernet_kwargs()).to(ctx.device)
         self.w_opt = make_weight_optimizer(self.model, cfg.w_lr, cfg.w_momentum, cfg.w_wd)
         self.a_opt = make_arch_optimizer(self.model, cfg.arch_lr, cfg.arch_wd)
+        self.arch_frozen = False
+
+    def supernet_class(self) -> type[Supernet]:
+        return Supernet
 
     def begin_epoch(self, epoch: int, total_epochs: int) -> None:
-        set_lr(self.w_opt, cosine_lr(epoch, total_epochs, self.cfg.w_lr, self.cfg.w_lr_min))
+        set_lr(self.w_opt, self.cfg.weight_lr(epoch, total_epochs))
+        self.arch_frozen = self.cfg.arch_frozen(epoch, total_epochs)
         self.model.train()
 
     def arch_step(self, train_batch: Batch, val_batch: Batch) -> float:
         return first_order_arch_step(self.model, self.a_opt, val_batch)
 
     def step(self, train_batch: Batch, val_batch: Batch) -> dict[str, float]:
-        arch_loss = self.arch_step(train_batch, val_batch)
+        out = {}
+        if not self.arch_frozen:     # warm-up epochs: weights only, nothing to log for alpha
+            out["arch_loss"] = self.arch_step(train_batch, val_batch)
         x, y = train_batch
         self.w_opt.zero_grad(set_to_none=True)
         loss = nn.functional.cross_entropy(self.model(x), y)
         weight_step(self.model, list(self.model.weight_parameters()), self.w_opt, loss,
                     self.cfg.grad_clip)
-        return {"loss": float(loss.detach()), "arch_loss": arch_loss}
+        return {"loss": float(loss.detach()), **out}
 
     def genotype(self) -> Genotype:
         return self.model.genotype()

@@ -48,12 +48,28 @@ def loader_sample(**loaders: Any) -> dict[str, list[int]]:
             for name, loader in loaders.items() if loader is not None}
 
 
-def shared_data_digest(root: str, sample: dict[str, list[int]] | None) -> dict[str, Any]:
-    """``data_digest`` computed on the main rank and broadcast: a large folder (ImageNet's 1.3 M
-    files) is listed once, and every rank compares the same fingerprint when it resumes."""
+def loader_files(*loaders: Any) -> list[str] | None:
+    """Every file the loaders' ImageFolders listed (None for other data sets: CIFAR's few
+    batch files are walked instead)."""
+    files: set[str] = set()
+    for loader in loaders:
+        if loader is None:
+            continue
+        ds = getattr(loader.dataset, "dataset", loader.dataset)
+        if not hasattr(ds, "samples"):
+            return None
+        files.update(path for path, _ in ds.samples)
+    return sorted(files)
+
+
+def shared_data_digest(root: str, sample: dict[str, list[int]] | None,
+                       listed: list[str] | None = None) -> dict[str, Any]:
+    """``data_digest`` computed on the main rank and broadcast, every rank compares the same
+    fingerprint when it resumes; ``listed`` (``loader_files``) spares a large folder (ImageNet's
+    1.3 M files) a second listing."""
     if not dist_utils.is_dist():
-        return data_digest(root, sample)
-    box = [data_digest(root, sample) if dist_utils.is_main() else None]
+        return data_digest(root, sample, listed)
+    box = [data_digest(root, sample, listed) if dist_utils.is_main() else None]
     torch.distributed.broadcast_object_list(box, src=0)
     return box[0]
 

@@ -1,6 +1,7 @@
 """`harness prepare`: generate the smoke data sets in the real formats, or check real ones.
 
-Always: CIFAR-10 pickles (cifar-10-batches-py), a COCO-json detection set and a
+Always: CIFAR-10 pickles (cifar-10-batches-py), an ImageNet-layout JPEG folder
+(train|val/<wnid>/*.JPEG), a COCO-json detection set and a
 Market-1501 re-ID set, all generated deterministically under <paths.data>/smoke, so the real
 loaders (ours for CIFAR, mmdet's CocoDataset, torchreid's Market1501) are always exercised.
 Then the active profile's classification data root is checked (nothing is downloaded) and a clear error names what
@@ -17,7 +18,8 @@ from backbones.atomic import atomic_write_json
 from downstream.detection.smoke_data import generate_coco_smoke
 from downstream.reid.smoke_data import generate_market_smoke
 from harness.config import Params
-from harness.data import CIFAR10Pickle, generate_cifar_like, imagenet_folder
+from harness.data import (CIFAR10Pickle, generate_cifar_like, generate_imagenet_like,
+                          imagenet_folder)
 from harness.stages.common import ensure_writable
 
 
@@ -35,6 +37,10 @@ def run_prepare(params: Params, seed: int = 0, console: Console | None = None) -
     console.print(f"generating smoke data under {root}")
     made["cifar10"] = str(generate_cifar_like(root / "cifar10", n_train=sd.cifar_train,
                                               n_test=sd.cifar_test, seed=seed))
+    made["imagenet"] = str(generate_imagenet_like(
+        root / "imagenet", num_classes=sd.imagenet_classes,
+        n_train_per_class=sd.imagenet_train_per_class,
+        n_val_per_class=sd.imagenet_val_per_class, size=sd.imagenet_size, seed=seed))
     made["coco"] = str(generate_coco_smoke(root / "coco", n_train=sd.coco_train,
                                            n_val=sd.coco_val, size=sd.coco_size, seed=seed))
     made["market1501"] = str(generate_market_smoke(root / "reid", n_ids=sd.market_ids,

@@ -6,6 +6,7 @@ device, peak memory, final alpha) and checkpoint.pt (per epoch; a re-run resumes
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,16 +21,16 @@ from backbones.genotypes import Genotype
 from backbones.search.base import SearchContext, SearchMethod, get_search_method
 from harness import dist_utils
 from harness.accel import compile_modules, setup_device
-from harness.config import Params, method_config
+from harness.config import Params, SearchSection, method_config
 from harness.records import SearchRecord
 from harness.costs import device_info, peak_memory_mb, reset_peak_memory, run_cost
-from harness.data import build_search_loaders, infer_num_classes
+from harness.data import SampleSpec, build_search_loaders, infer_num_classes
 from harness.engine import run_loop, set_loader_epoch
-from harness.provenance import fingerprint as stage_fingerprint, now_iso
+from harness.provenance import digest_of, fingerprint as stage_fingerprint, now_iso
 from harness.stages.common import (common_metrics, data_config, debug_dump, ensure_writable,
-                                   loader_sample, locked, param_digest, run_dir, sampler_indices,
-                                   seed_everything, shared_data_digest, stage_provenance,
-                                   write_metrics)
+                                   loader_files, loader_sample, locked, param_digest, run_dir,
+                                   sampler_indices, seed_everything, shared_data_digest,
+                                   stage_provenance, write_metrics)
 
 
 class SearchTask:
@@ -100,6 +101,11 @@ class _DeviceLoader:
             yield x.to(self.device), y.to(self.device)
 
 
+def image_side(data: Any) -> int:
+    """The input side a data config feeds the network (CIFAR: 32)."""
+    return 32 if data.name == "cifar10" else data.image_size
+
+
 def cell_summary(genotype: Genotype, params: Params, num_classes: int) -> dict[str, Any]:
     """What the report shows of a found cell: its parameter-free and skip-connect edges per cell
     type (collapse), and the params / OPs of the 1-bit network it becomes at the profile's
@@ -110,11 +116,51 @@ def cell_summary(genotype: Genotype, params: Params, num_classes: int) -> dict[s
     with weight_binarizer(t.binarizer):
         net = create_backbone("nas", genotype=genotype, C=t.C, layers=t.layers, stem=t.stem,
                               num_classes=num_classes, binary=True)
-    d = params.active.data
-    size = 32 if d.name == "cifar10" else d.image_size
+    size = image_side(params.active.data)
     cost = model_cost(net, (3, size, size))
     return {**genotype.op_counts(), "params_m": cost.params_m, "ops_m": cost.ops_m,
             "network": f"C={t.C}, {t.layers} cells, {t.stem} stem, {size}x{size}"}
+
+
+def sample_spec(search: SearchSection) -> SampleSpec | None:
+    s = search.sample
+    return None if s is None else SampleSpec(weights=s.weights, arch=s.arch, seed=s.seed)
+
+
+def sample_lists(train_loader: Any, val_loader: Any, root: str) -> dict[str, list[str]]:
+    """The files of the two search parts, relative to the data root (sorted)."""
+    base = Path(root)
+
+    def files(loader: Any) -> list[str]:
+        ds = loader.dataset
+        return sorted(Path(ds.dataset.samples[i][0]).relative_to(base).as_posix()
+                      for i in ds.indices)
+    return {"weights": files(train_loader), "arch": files(val_loader)}
+
+
+def write_sample(out: Path, spec: SampleSpec, lists: dict[str, list[str]],
+                 data: dict[str, Any]) -> dict[str, Any]:
+    """Write ``sample.json`` (the file lists of both parts) and return what the record keeps:
+    fractions, seed, sizes, classes and the lists' digest (the report names the sample by it)."""
+    body = {"fractions": {"weights": spec.weights, "arch": spec.arch}, "seed": spec.seed,
+            "root": data["root"], **lists}
+    digest = digest_of(lists)[:16]
+    if dist_utils.is_main():
+        atomic_write_text(out / "sample.json", json.dumps({**body, "digest": digest}) + "\n")
+    classes = {f.split("/")[1] for f in lists["weights"]}
+    return {"file": "sample.json", "digest": digest, "seed": spec.seed,
+            "weights_fraction": spec.weights, "arch_fraction": spec.arch,
+            "weights_images": len(lists["weights"]), "arch_images": len(lists["arch"]),
+            "classes": len(classes)}
+
+
+def scaled_lrs(cfg: Any, search: SearchSection, world: int) -> Any:
+    """Linear scaling of the weights' learning rate to the batch actually run:
+    w_lr x batch_size x processes / lr_scale_batch (unset: the settings as they are)."""
+    if search.lr_scale_batch is None:
+        return cfg
+    k = search.batch_size * world / search.lr_scale_batch
+    return cfg.model_copy(update={"w_lr": cfg.w_lr * k, "w_lr_min": cfg.w_lr_min * k})
 
 
 def search_run_name(method: str, ablation: str | None) -> str:
@@ -140,6 +186,7 @@ def run_search(params: Params, method: str, seed: int, *,
     cfg = method_config(method_cls, params.active.search, extra, params.source,
                         search_at=f"profiles.{params.profile}.search",
                         extra_at=f"ablations.{ablation}.set")
+    cfg = scaled_lrs(cfg, params.active.search, dist_utils.world_size())
     out = run_dir(params, "search", name, seed)
     if dist_utils.is_main():
         ensure_writable(out)
@@ -156,15 +203,20 @@ def _search(params: Params, method: str, method_cls: type[SearchMethod], cfg: An
     search = params.active.search
     dcfg = data_config(params, search.batch_size)
     reset_peak_memory(device)
+    spec = sample_spec(search)
     if method_cls.uses_data:
         train_loader, val_loader, num_classes = build_search_loaders(
-            dcfg, train_portion=search.train_portion, seed=seed, distributed=distributed)
+            dcfg, train_portion=search.train_portion, seed=seed, distributed=distributed,
+            sample=spec)
     else:
         train_loader = val_loader = None
         num_classes = infer_num_classes(dcfg)
-    data = shared_data_digest(dcfg.root, loader_sample(weights=train_loader, arch=val_loader))
+    data = shared_data_digest(dcfg.root, loader_sample(weights=train_loader, arch=val_loader),
+                              loader_files(train_loader, val_loader))
+    sample = (write_sample(out, spec, sample_lists(train_loader, val_loader, dcfg.root), data)
+              if spec is not None and train_loader is not None else None)
     fp = stage_fingerprint("search", [method, cfg, dcfg, seed, search.train_portion,
-                                      search.max_steps_per_epoch, search.binarizer],
+                                      search.max_steps_per_epoch, search.binarizer, spec],
                            world_size=dist_utils.world_size(), data=data)
     ctx = SearchContext(num_classes=num_classes, device=device, seed=seed,
                         steps_per_epoch=len(train_loader) if train_loader else 0)
@@ -184,6 +236,8 @@ def _search(params: Params, method: str, method_cls: type[SearchMethod], cfg: An
         seconds, history, resumed = 0.0, [], None
     genotype = searcher.genotype()
     cell = cell_summary(genotype, params, num_classes)
+    steps = int(sum(h.get("steps", 0) for h in history))
+    step_seconds = sum(h.get("step_seconds", 0.0) for h in history)
     desc, kind = device_info(device)
     cost, unit = run_cost(seconds, kind, dist_utils.world_size())
     peak, peak_kind = peak_memory_mb(device)
@@ -194,7 +248,9 @@ def _search(params: Params, method: str, method_cls: type[SearchMethod], cfg: An
         peak_memory_kind=peak_kind, epochs=epochs, genotype="genotype.json",
         alphas=searcher.alphas(), resumed_from_epoch=resumed, config=cfg.model_dump(),
         compiled_modules=compiled, final=history[-1] if history else {}, history=history,
-        cell=cell, provenance=stage_provenance("search", fp, data, started, t0))
+        cell=cell, steps=steps, seconds_per_step=step_seconds / steps if steps else None,
+        batch_size=search.batch_size, image_size=image_side(dcfg), sample=sample,
+        provenance=stage_provenance("search", fp, data, started, t0))
     debug_dump("search", {
         "genotype": genotype.to_dict(), "alphas": searcher.alphas(),
         "weights_digest": param_digest(*searcher.modules()),

@@ -35,9 +35,9 @@ from harness.engine import run_loop, set_loader_epoch
 from harness.provenance import file_sha256, fingerprint, now_iso
 from harness.records import RecordError, SearchRecord, TrainRecord, read_record
 from harness.stages.common import (common_metrics, data_config, debug_dump, ensure_writable,
-                                   loader_sample, locked, param_digest, run_dir, sampler_indices,
-                                   seed_everything, shared_data_digest, stage_provenance,
-                                   write_metrics)
+                                   loader_files, loader_sample, locked, param_digest, run_dir,
+                                   sampler_indices, seed_everything, shared_data_digest,
+                                   stage_provenance, write_metrics)
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
@@ -318,7 +318,8 @@ def _train(params: Params, name: str, seed: int, cfg: TrainSection, genotype: Ge
                                                                  distributed=distributed)
     world = dist_utils.world_size()
     lr = cfg.lr * cfg.batch_size * world / cfg.lr_scale_batch
-    data = shared_data_digest(dcfg.root, loader_sample(train=train_loader, test=test_loader))
+    data = shared_data_digest(dcfg.root, loader_sample(train=train_loader, test=test_loader),
+                              loader_files(train_loader, test_loader))
     teacher_file = cfg.kd.teacher_checkpoint
     teacher_part = ({"teacher": file_sha256(teacher_file)}
                     if cfg.kd.teacher != "none" and teacher_file else {})
