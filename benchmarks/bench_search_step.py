@@ -69,8 +69,8 @@ def parse_variant(spec: str) -> tuple[str, dict]:
     overrides: dict = {}
     for item in filter(None, rest.split(",")):
         key, _, raw = item.partition("=")
-        value: object = raw
-        for cast in (int, float):
+        value: object = {"True": True, "False": False}.get(raw, raw)
+        for cast in (int, float) if isinstance(value, str) else ():
             try:
                 value = cast(raw)
                 break
@@ -111,7 +111,8 @@ def run_worker(args: argparse.Namespace) -> dict:
     baseline = _rss_mib()
     cls = get_search_method(name)
     fields = set(cls.Config.model_fields)
-    wanted = {"C": args.C, "layers": args.layers, "arch_warmup_epochs": 0, **overrides}
+    wanted = {"C": args.C, "layers": args.layers, "arch_warmup_epochs": 0, "stem": args.stem,
+              **overrides}
     unknown = set(overrides) - fields
     if unknown:
         out["error"] = f"{name} has no setting(s) {', '.join(sorted(unknown))}"
@@ -120,7 +121,7 @@ def run_worker(args: argparse.Namespace) -> dict:
 
     def build():
         torch.manual_seed(0)
-        method = cls(cfg, SearchContext(num_classes=10, device=device, seed=0))
+        method = cls(cfg, SearchContext(num_classes=args.classes, device=device, seed=0))
         for module in method.modules():
             module.to(device)
         method.begin_epoch(0, max(int(method.planned_epochs()), 1))
@@ -134,13 +135,14 @@ def run_worker(args: argparse.Namespace) -> dict:
         out["compiled_modules"] = compile_modules(method.modules(), True)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, 3, args.size, args.size, generator=g).to(device)
-    y = torch.randint(0, 10, (args.batch,), generator=g).to(device)
+    y = torch.randint(0, args.classes, (args.batch,), generator=g).to(device)
     xv = torch.randn(args.batch, 3, args.size, args.size, generator=g).to(device)
-    yv = torch.randint(0, 10, (args.batch,), generator=g).to(device)
+    yv = torch.randint(0, args.classes, (args.batch,), generator=g).to(device)
     _time_steps(out, args, device, lambda: method.step((x, y), (xv, yv)),
                 None if eager is None else (lambda: eager.step((x, y), (xv, yv))))
     out.update(params=sum(p.numel() for m in method.modules() for p in m.parameters()),
-               images_per_step=2 * args.batch)   # a training and a validation batch
+               images_per_step=2 * args.batch,   # a training and a validation batch
+               planned_epochs=int(method.planned_epochs()), uses_data=bool(cls.uses_data))
     _memory(out, device, baseline)
     return out
 
@@ -208,13 +210,13 @@ def run_retrain_worker(args: argparse.Namespace, out: dict) -> dict:
     setup_device(device)
     torch.manual_seed(0)
     net = create_backbone("nas", genotype=str(overrides.get("genotype", "darts_v2")), C=args.C,
-                          layers=args.layers, num_classes=10, stem="cifar")
+                          layers=args.layers, num_classes=args.classes, stem=args.stem)
     net = prepare_module(net, device, True)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
     x = to_device(torch.randn(args.retrain_batch, 3, args.size, args.size, generator=g),
                   device, True)
-    y = torch.randint(0, 10, (args.retrain_batch,), generator=g).to(device)
+    y = torch.randint(0, args.classes, (args.retrain_batch,), generator=g).to(device)
 
     def stepper(model, optimizer):
         def step() -> None:
@@ -244,7 +246,8 @@ def spawn(name: str, args: argparse.Namespace, compiled: bool = False) -> dict:
            "--C", str(args.C), "--layers", str(args.layers), "--batch", str(args.batch),
            "--size", str(args.size), "--repeats", str(args.repeats),
            "--warmup", str(args.warmup), "--threads", str(args.threads),
-           "--device", args.device, "--retrain-batch", str(args.retrain_batch)]
+           "--device", args.device, "--retrain-batch", str(args.retrain_batch),
+           "--stem", args.stem, "--classes", str(args.classes)]
     if compiled:
         cmd.append("--compile")
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(ROOT))
@@ -388,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps (>= 1; the first "
                    "is reported separately: it includes torch.compile's compilation)")
     p.add_argument("--retrain-batch", type=int, default=32, help="batch of the retrain rows")
+    p.add_argument("--stem", choices=("cifar", "imagenet"), default="cifar",
+                   help="the supernet's / network's stem (imagenet: stride 8, use --size 224)")
+    p.add_argument("--classes", type=int, default=10)
     p.add_argument("--compile", action="store_true",
                    help="also time --compile-methods with torch.compile (search.compile / "
                         "train.compile): eager / compiled ratio and compilation time")

@@ -34,6 +34,7 @@ from backbones.atomic import atomic_write_bytes
 
 from harness import claims as C
 from harness import protocol as PR
+from harness import table43 as T43
 from harness.records import (DISTANCE_ALIASES, RECORDS, STAGES, RecordBase, RecordError,
                              parse_record)
 from harness.claims import Stats, fmt_num, fmt_stats, seed_stats
@@ -47,7 +48,7 @@ PAPER_METRICS = {"top1", "top5", "top1_error", "top5_error", "search_cost", "mem
 
 #: every table build_report may write (stale files of tables not produced are removed)
 TABLE_NAMES = ("runs_summary", "classification", "end_to_end_cost", "search_cost",
-               "ablation_tangent_lr", "ablation_distance", "detection", "reid", "deployment",
+               "table_4_3", "ablation_tangent_lr", "ablation_distance", "detection", "reid", "deployment",
                "claims")
 
 BEST_HEADER = "best of N top-1 (%) [max, not a mean]"
@@ -718,6 +719,7 @@ TABLE_TITLES = {
     "classification": "Classification (retrained networks)",
     "end_to_end_cost": "End-to-end cost (search + retraining + transfer)",
     "search_cost": "Search cost",
+    "table_4_3": "Search strategies on ImageNet (Table 4.3)",
     "ablation_tangent_lr": "Ablation: tangent constraint × L_R (Table 4.2)",
     "ablation_distance": "Ablation: distance D (Table 4.4)",
     "detection": "Transfer: object detection",
@@ -830,6 +832,7 @@ def _render_report(runs_dir: list[Path], out_dir: Path, paper_path: Path, metric
 
 #: the stages whose runs make each table's rows
 TABLE_STAGES = {"classification": ("train", "search"), "search_cost": ("search",),
+                "table_4_3": ("search", "train"),
                 "end_to_end_cost": STAGES,
                 "ablation_tangent_lr": ("train", "search"),
                 "ablation_distance": ("train", "search"), "detection": ("detect",),
@@ -870,6 +873,8 @@ def build_report(runs_dir: RunsDirs, out_dir: Path, console=None,
                         ["Search cost in the unit measured: CPU-hours on CPU, GPU-days on a GPU; "
                          "only GPU-days on the paper's dataset and a non-smoke profile compare with "
                          "the paper."]),
+        "table_4_3": (T43.build_table_43(metrics, paper, T43.load_bench(paper_path.parent)),
+                      T43.NOTES),
         "ablation_tangent_lr": build_ablation_tangent_lr(metrics, paper),
         "ablation_distance": build_ablation_distance(metrics, paper),
         "detection": (build_detection(metrics), []),
