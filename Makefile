@@ -27,6 +27,8 @@ test-all: install
 # also compiled (edge by edge) and timed side by side with an eager copy
 bench: install
 	$(BIN)/python benchmarks/bench_search_step.py --compile --markdown
+	$(BIN)/python benchmarks/bench_paper_profiles.py
+	$(BIN)/python benchmarks/bench_listing.py
 
 # the NAS-reproduction protocol on real images (README "Profiles"): every method x 3 independent
 # searches, each retrained once; needs the subset in data/cifar10-subset (README)

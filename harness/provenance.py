@@ -158,13 +158,17 @@ def data_digest(root: str | os.PathLike[str], sample: Mapping[str, Iterable[int]
     if not root.exists():
         return {"root": str(root), "files": 0, "bytes": 0, "mode": "missing", "digest": None,
                 "sample": None}
-    paths = _files_under(root) if listed is None else sorted(Path(f) for f in listed)
-    files = [(f, f.stat().st_size) for f in paths]
+    base = os.fspath(root).rstrip(os.sep) + os.sep
+    # plain strings and os.stat: ~3 us a file, so ImageNet's 1.3 M take seconds, not minutes
+    paths = (map(os.fspath, _files_under(root)) if listed is None
+             else sorted(map(os.fspath, listed)))
+    files = [(f, os.stat(f).st_size) for f in paths]
     total = sum(size for _, size in files)
     mode = "content" if total <= CONTENT_DIGEST_LIMIT else "names+sizes"
     h = hashlib.sha256()
     for f, size in files:
-        h.update(f"{f.relative_to(root).as_posix()}\0{size}\0".encode())
+        rel = f[len(base):] if f.startswith(base) else os.path.relpath(f, base)
+        h.update(f"{rel.replace(os.sep, '/')}\0{size}\0".encode())
         if mode == "content":
             h.update(file_sha256(f).encode())
     sample_digest = None

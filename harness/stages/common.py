@@ -49,9 +49,11 @@ def loader_sample(**loaders: Any) -> dict[str, list[int]]:
 
 
 def loader_files(*loaders: Any) -> list[str] | None:
-    """Every file the loaders' ImageFolders listed (None for other data sets: CIFAR's few
-    batch files are walked instead)."""
+    """Every file the loaders' ImageFolders listed (None for other data sets, or no loader:
+    the folder is walked instead, e.g. CIFAR's few batch files)."""
     files: set[str] = set()
+    if all(loader is None for loader in loaders):
+        return None
     for loader in loaders:
         if loader is None:
             continue
