@@ -140,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--runs", nargs="+", default=None,
-                    help="search runs (default: search_runs' main methods for paper, "
-                         "imagenet_search_runs for paper-imagenet)")
+                    help="search runs (default: every method and DCP-NAS's exact-Hessian row "
+                         "for paper, imagenet_search_runs and DARTS 2nd order for "
+                         "paper-imagenet)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--render", metavar="JSON", default=None,
                     help="only rewrite the markdown table of an existing result file")
@@ -167,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         imagenet = prof.data.name == "imagenet"
         size = prof.data.image_size if imagenet else 32
         classes = 1000 if imagenet else 10
-        runs = args.runs or (params.imagenet_search_runs if imagenet else
-                             ["direct_bnas", "darts", "pcdarts", "cpnas", "dcpnas",
+        runs = args.runs or ([*params.imagenet_search_runs, "darts_2nd"] if imagenet else
+                             ["direct_bnas", "darts", "darts_2nd", "pcdarts", "cpnas", "dcpnas",
                               "dcpnas-exact"])
         out: dict[str, Any] = {"search": {}, "retrain": None,
                                "search_batch": prof.search.batch_size,

@@ -441,11 +441,19 @@ def build_dataset(cfg: DataConfig, train: bool, augment: bool | None = None) -> 
 
 
 def infer_num_classes(cfg: DataConfig) -> int:
-    """Number of classes without loading images (CIFAR: label_names of the meta file; ImageNet: class folders)."""
+    """Number of classes without loading images (CIFAR: label_names of the meta file; ImageNet:
+    the class folders of train/, read without listing their images)."""
     _check_name(cfg)
     if cfg.name == "cifar10":
         return len(_read_cifar_meta(_cifar_dir(cfg.root)))
-    return len(imagenet_folder(cfg.root, "train").classes)
+    train = Path(cfg.root) / "train"
+    if not train.is_dir():
+        raise DatasetError(f"split folder missing: {train} (expected {cfg.root}/{_IMAGENET_LAYOUT})")
+    classes = _class_dirs(train)
+    if not classes:
+        raise DatasetError(f"no class folders in {train}: expected {train}/<class>/*.JPEG, "
+                           "one sub-folder per class")
+    return len(classes)
 
 
 def _num_classes(ds: Dataset) -> int:

@@ -58,6 +58,10 @@ class LoopResult:
     history: list[dict[str, float]] = field(default_factory=list)
     resumed_from_epoch: int | None = None  # last completed epoch found in the checkpoint
     seconds: float = 0.0                    # wall time over all runs, including killed ones
+    #: steps run and their wall time (the step alone: no data loading, evaluation or
+    #: checkpointing), over the completed epochs of all runs
+    steps: int = 0
+    step_seconds: float = 0.0
 
 
 def _take(it: Iterable[Any], n: int) -> Iterator[Any]:
@@ -96,6 +100,8 @@ def run_loop(task: LoopTask, *, epochs: int, checkpoint: Path, desc: str,
         result.history = list(state["history"])
         start_epoch = int(state["epoch"]) + 1
         elapsed_before = float(state["seconds"])
+        result.steps = int(state.get("steps", 0))
+        result.step_seconds = float(state.get("step_seconds", 0.0))
         set_rng_state(state["rng"])
         result.resumed_from_epoch = start_epoch - 1
         if dist_utils.is_main():
@@ -128,17 +134,18 @@ def run_loop(task: LoopTask, *, epochs: int, checkpoint: Path, desc: str,
                 progress.update(bar_steps, advance=1,
                                 info=" ".join(f"{k}={v:.3g}" for k, v in logs.items()))
             # per-epoch means of the step scalars, then what the epoch's end reports
-            # (steps and step_seconds: the cost per step without data loading or evaluation)
             logs = {"epoch": float(epoch), **{k: v / max(n_steps, 1) for k, v in sums.items()},
-                    **task.end_epoch(epoch), "steps": float(n_steps),
-                    "step_seconds": step_seconds}
+                    **task.end_epoch(epoch)}
             check_finite(logs, {}, f"{desc}: end of epoch {epoch}", checkpoint, epoch)
             result.history.append(logs)
+            result.steps += n_steps
+            result.step_seconds += step_seconds
             seconds = elapsed_before + time.perf_counter() - t0
             if dist_utils.is_main():
                 atomic_torch_save({"epoch": epoch, "fingerprint": dict(fingerprint),
                                    "task": task.state_dict(),
                                    "history": result.history, "seconds": seconds,
+                                   "steps": result.steps, "step_seconds": result.step_seconds,
                                    "rng": rng_state()}, checkpoint)
             dist_utils.barrier()
             progress.update(bar_epochs, advance=1,

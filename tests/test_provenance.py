@@ -20,6 +20,7 @@ def test_dvc_code_deps_are_the_fingerprinted_code() -> None:
     """DVC reruns a stage exactly when the harness refuses to resume it: the two lists agree."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     where = {"search": "search", "train": "train", "train_reference": "train",
+             "search_imagenet": "search", "train_imagenet": "train",
              "detect": "detect", "reid": "reid", "deploy": "deploy",
              "deploy_paper_size": "deploy"}
     code_roots = ("backbones", "harness", "downstream")

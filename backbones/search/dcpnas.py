@@ -24,6 +24,10 @@ One ``step`` on a (train, val) batch pair:
 5. The Parent takes the Child's architecture: alpha <- alpha_hat. The genotype is the DARTS rule
    on alpha.
 
+During the weights-only warm-up (``arch_warmup_epochs``, PC-DARTS' ImageNet schedule) a step is
+the Parent's weight step and the Child's weight step on the training batch only; alpha,
+alpha_hat, psi~ and the backtracking rest.
+
 Choices where the paper is silent (DARTS / PC-DARTS practice unless said otherwise):
 - The Child, like the Parent, is bi-level: its architecture moves on the validation batch, its
   weights on the training batch (``child_arch_batch="train"`` is the cheaper single-level

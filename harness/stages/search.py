@@ -232,12 +232,12 @@ def _search(params: Params, method: str, method_cls: type[SearchMethod], cfg: An
         result = run_loop(task, epochs=epochs, checkpoint=out / "checkpoint.pt",
                           desc=f"search {name} s{seed}", console=console, fingerprint=fp)
         seconds, history, resumed = result.seconds, result.history, result.resumed_from_epoch
+        steps, step_seconds = result.steps, result.step_seconds
     else:
         seconds, history, resumed = 0.0, [], None
+        steps, step_seconds = 0, 0.0
     genotype = searcher.genotype()
     cell = cell_summary(genotype, params, num_classes)
-    steps = int(sum(h.get("steps", 0) for h in history))
-    step_seconds = sum(h.get("step_seconds", 0.0) for h in history)
     desc, kind = device_info(device)
     cost, unit = run_cost(seconds, kind, dist_utils.world_size())
     peak, peak_kind = peak_memory_mb(device)
