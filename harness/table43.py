@@ -138,7 +138,7 @@ def build_table_43(metrics: pd.DataFrame, paper: pd.DataFrame,
                                     kv[0][1]))
     for (method, akey, profile), g in groups:
         first = g.iloc[0]
-        run = akey or method
+        run = first.get("run") or method          # the search run's name (an ablation's)
         units = sorted(set(g["search_cost_unit"]))
         unit = units[0] if len(units) == 1 else "mixed"
         t = train[(train["method"] == method) & (train["ablation_key"] == akey)

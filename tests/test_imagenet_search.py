@@ -155,3 +155,39 @@ def test_sample_on_cifar_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="search.sample applies to an ImageNet-style folder"):
         build_search_loaders(DataConfig("cifar10", str(root), batch_size=4),
                              sample=SampleSpec())
+
+
+def test_table_43_rows_come_from_imagenet_runs_with_their_projection(tmp_path: Path,
+                                                                      inet: Path) -> None:
+    """Two ImageNet searches (the main DCP-NAS and its exact-Hessian Table 4.3 row) and a CIFAR
+    one: the table has the two ImageNet rows, each with the paper's row of its components and
+    the projection of its own run name."""
+    from harness.data import generate_cifar_like
+    from harness.report import load_metrics, load_paper_numbers, default_paper_numbers_path
+    from harness.table43 import build_table_43
+    abl = {"dcpnas-exact": {"method": "dcpnas", "table": "4.3", "label": "exact Hessian",
+                            "set": {"second_order": "exact"}}}
+    params = _sample_params(tmp_path, inet, {"weights": 0.5, "arch": 0.25})
+    doc = yaml.safe_load(params.read_text())
+    doc["ablations"] = abl
+    doc["profiles"]["smoke"]["search"].update(epochs=1)
+    params.write_text(yaml.safe_dump(doc))
+    for run in ("dcpnas", "dcpnas-exact"):
+        code, err = run_cli_inprocess(params, "search", "--method", run)
+        assert code == 0, err
+    cifar = generate_cifar_like(tmp_path / "cifar", n_train=64, n_test=16)
+    cifar_params = write_params(tmp_path / "c", cifar, profile={"search": {"epochs": 1}})
+    assert run_cli_inprocess(cifar_params, "search", "--method", "dcpnas")[0] == 0
+    metrics = load_metrics([tmp_path / "runs", tmp_path / "c" / "runs"])
+    bench = {"measured": {"device": "cpu", "threads": 1, "date": "d", "commit": "abcdef0"},
+             "profiles": {"paper-imagenet": {"search": {
+                 run: {"projected_search": {"value": v, "unit": "CPU-days", "inputs": "x"}}
+                 for run, v in (("dcpnas", 9.0), ("dcpnas-exact", 30.0))}}}}
+    table = build_table_43(metrics, load_paper_numbers(default_paper_numbers_path()), bench)
+    assert len(table) == 2 and set(table["profile"]) == {"smoke"}
+    by = {r["components"]: r for _, r in table.iterrows()}
+    ggn, exact = by["TP ✓, GGN, DO ✓"], by["TP ✓, exact Hessian, DO ✓"]
+    assert ggn["paper search cost"].startswith("2.9") and exact["paper search cost"].startswith("27.9")
+    assert ggn["projected full paper-imagenet search"].startswith("9 CPU-days")
+    assert exact["projected full paper-imagenet search"].startswith("30 CPU-days")
+    assert ggn["verdict"].startswith("cannot say: smoke scale")

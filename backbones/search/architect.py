@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from backbones.search.base import Batch, average_gradients, cosine_lr  # noqa: F401 (re-export)
+from backbones.search.base import Batch, average_gradients
 from backbones.supernet import Supernet
 
 

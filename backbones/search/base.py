@@ -9,8 +9,8 @@ declared once, there); the harness validates params.yaml against it.
 from __future__ import annotations
 
 import difflib
-import math
 import importlib
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
