@@ -10,7 +10,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 install:
 	VENV=$(VENV) bash scripts/install.sh
 
-# the cold path, proven: temporary venv + wheel cache, no pip cache; builds mmcv (README)
+# the cold path, proven: temporary venv + wheel cache, no pip cache; builds mmcv (docs/install.md)
 install-check:
 	bash scripts/install.sh --no-cache
 
@@ -23,15 +23,15 @@ test: install
 test-all: install
 	$(BIN)/python -m pytest -m ""
 
-# every step time and ratio in one run (README "Benchmarks"): ~40 min on 2 CPU cores, every row
+# every step time and ratio in one run (docs/performance.md): ~40 min on 2 CPU cores, every row
 # also compiled (edge by edge) and timed side by side with an eager copy
 bench: install
 	$(BIN)/python benchmarks/bench_search_step.py --compile --markdown
 	$(BIN)/python benchmarks/bench_paper_profiles.py
 	$(BIN)/python benchmarks/bench_listing.py
 
-# the NAS-reproduction protocol on real images (README "Profiles"): every method x 3 independent
-# searches, each retrained once; needs the subset in data/cifar10-subset (README)
+# the NAS-reproduction protocol on real images (docs/results.md): every method x 3 independent
+# searches, each retrained once; needs the subset in data/cifar10-subset (docs/data.md)
 REAL_SUBSET_RUNS ?= [direct_bnas,random,darts,darts_2nd,pcdarts,cpnas,dcpnas]
 real-subset: install
 	HARNESS_THREADS=2 $(BIN)/dvc exp run -S profile=real-subset -S 'seeds=[0,1,2]' \

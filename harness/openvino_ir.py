@@ -34,7 +34,7 @@ from torch import nn
 
 from backbones.atomic import UMASK
 
-#: the version the rewrite and its runtime check were verified with (README: why pinned)
+#: the version the rewrite and its runtime check were verified with (docs/deployment.md: why pinned)
 OPENVINO_VERSION = "2026.4.1"
 #: FakeQuantize interval that reproduces sign(0) = +1 fused and unfused (module docstring)
 BIN_IN_LOW, BIN_IN_HIGH = -2e-30, 0.0
