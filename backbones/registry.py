@@ -10,7 +10,6 @@ only, never from a checkpoint (``backbones.checkpoint``).
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 from collections.abc import Callable
@@ -20,15 +19,23 @@ from typing import Any, Protocol, runtime_checkable
 from torch import Tensor, nn
 
 from backbones.genotypes import PUBLISHED, Genotype
+from backbones.names import Registry, UnknownNameError
 
 BackboneFactory = Callable[..., nn.Module]
-_BACKBONES: dict[str, BackboneFactory] = {}
-_GENOTYPES: dict[str, Genotype] = dict(PUBLISHED)
 
 
-class UnknownBackboneError(KeyError):
-    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
-        return str(self.args[0])
+class UnknownBackboneError(UnknownNameError):
+    """An unknown backbone or genotype name."""
+
+
+#: backbone factories by name; the built-ins register when ``backbones`` is imported (zoo.py)
+BACKBONES: Registry[BackboneFactory] = Registry("backbone", UnknownBackboneError)
+#: genotypes by name: the published cells, and any a user registers
+GENOTYPES: Registry[Genotype] = Registry("genotype", UnknownBackboneError)
+for _name, _genotype in PUBLISHED.items():
+    GENOTYPES.register(_name)(_genotype)
+#: the other form a backbone name may take (command line and params.yaml only)
+USER_FORM = "'package.module:function'"
 
 
 @runtime_checkable
@@ -42,36 +49,27 @@ class FeatureBackbone(Protocol):
 
 
 def register_backbone(name: str | None = None) -> Callable[[BackboneFactory], BackboneFactory]:
-    def deco(fn: BackboneFactory) -> BackboneFactory:
-        key = name or fn.__name__
-        if key in _BACKBONES and _BACKBONES[key] is not fn:
-            raise ValueError(f"backbone {key!r} is already registered")
-        _BACKBONES[key] = fn
-        return fn
-    return deco
+    return BACKBONES.register(name)
 
 
 def list_backbones() -> list[str]:
-    return sorted(_BACKBONES)
+    return BACKBONES.names()
 
 
 def register_genotype(name: str, genotype: Genotype) -> None:
-    _GENOTYPES[name] = genotype
+    GENOTYPES.register(name)(genotype)
 
 
 def resolve_genotype(spec: Genotype | str | os.PathLike[str]) -> Genotype:
     """A Genotype, the name of a registered one, or a path to a genotype JSON file."""
     if isinstance(spec, Genotype):
         return spec
-    if str(spec) in _GENOTYPES:
-        return _GENOTYPES[str(spec)]
+    if str(spec) in GENOTYPES:
+        return GENOTYPES.get(str(spec))
     path = Path(spec)
     if path.suffix == ".json" or path.exists():
         return Genotype.load(path)
-    close = difflib.get_close_matches(str(spec), list(_GENOTYPES), n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise UnknownBackboneError(f"unknown genotype {str(spec)!r}: expected a genotype JSON path "
-                               f"or one of {sorted(_GENOTYPES)}{hint}")
+    return GENOTYPES.get(str(spec), also="a genotype JSON path")
 
 
 def _load_user_factory(spec: str) -> BackboneFactory:
@@ -91,33 +89,17 @@ def _load_user_factory(spec: str) -> BackboneFactory:
 def registered_factory(name: str) -> BackboneFactory | None:
     """The factory registered under ``name``, or None: never imports a module named by
     ``name`` (for names read from files, see ``backbones.checkpoint``)."""
-    _ensure_builtin_registered()
-    return _BACKBONES.get(name)
+    return BACKBONES.find(name)
 
 
 def backbone_factory(name: str) -> BackboneFactory:
     """The factory behind a backbone name (registered, or 'package.module:function')."""
-    _ensure_builtin_registered()
-    if ":" in name:
-        return _load_user_factory(name)
-    if name not in _BACKBONES:
-        raise UnknownBackboneError(f"unknown backbone {name!r}: expected one of "
-                                   f"{list_backbones()} or 'package.module:function'")
-    return _BACKBONES[name]
+    return _load_user_factory(name) if ":" in name else BACKBONES.get(name, also=USER_FORM)
 
 
 def create_backbone(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered backbone, or a user one given as ``module:function``."""
-    _ensure_builtin_registered()
-    if ":" in name:
-        model = _load_user_factory(name)(**kwargs)
-    elif name in _BACKBONES:
-        model = _BACKBONES[name](**kwargs)
-    else:
-        close = difflib.get_close_matches(name, list(_BACKBONES), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UnknownBackboneError(f"unknown backbone {name!r}: expected one of "
-                                   f"{list_backbones()} or 'package.module:function'{hint}")
+    model = backbone_factory(name)(**kwargs)
     if not isinstance(model, nn.Module):
         raise TypeError(f"backbone {name!r} returned {type(model).__name__}, expected nn.Module")
     return model
@@ -132,14 +114,3 @@ def check_feature_backbone(model: nn.Module, name: str) -> FeatureBackbone:
                         f"forward_features(x) -> tuple, out_channels, forward_embedding(x) and "
                         f"num_features (see backbones/registry.py)")
     return model  # type: ignore[return-value]
-
-
-_builtin_done = False
-
-
-def _ensure_builtin_registered() -> None:
-    """Import the modules that register the built-in backbones (avoids import cycles)."""
-    global _builtin_done
-    if not _builtin_done:
-        _builtin_done = True
-        importlib.import_module("backbones.zoo")

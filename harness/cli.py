@@ -129,9 +129,8 @@ def cmd_provenance(args: argparse.Namespace) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
-    from backbones.registry import _ensure_builtin_registered, list_backbones
+    from backbones.registry import list_backbones
     from backbones.search.base import list_search_methods
-    _ensure_builtin_registered()
     out = Console()
     out.print("[bold]search methods:[/] " + ", ".join(list_search_methods()))
     out.print("[bold]backbones:[/] " + ", ".join(list_backbones())

@@ -20,7 +20,6 @@ closest valid one (pydantic does not).
 """
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 from pathlib import Path
@@ -31,6 +30,7 @@ from pydantic import (BaseModel, Field, PrivateAttr, StringConstraints, Validati
                       model_validator)
 
 from backbones.binary import Binarizer
+from backbones.names import did_you_mean
 from backbones.search.base import CommonSearchConfig
 from backbones.search.cpnas import CPKernel
 from backbones.settings import (Count, Fraction, NonNegativeFloat, NonNegativeInt,
@@ -102,8 +102,8 @@ def config_error(exc: ValidationError, model: type[BaseModel], source: str,
 
 
 def unknown_key_error(key: str, valid: list[str], where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+    hint = (did_you_mean(key, valid, cutoff=0.5)
+            or f"; valid keys: {', '.join(sorted(valid))}")
     return ConfigError(f"{where}: unknown key {key!r}{hint}")
 
 

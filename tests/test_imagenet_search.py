@@ -164,7 +164,7 @@ def test_table_43_rows_come_from_imagenet_runs_with_their_projection(tmp_path: P
     the projection of its own run name."""
     from harness.data import generate_cifar_like
     from harness.report import load_metrics, load_paper_numbers, default_paper_numbers_path
-    from harness.table43 import build_table_43
+    from harness.report.table43 import build_table_43
     abl = {"dcpnas-exact": {"method": "dcpnas", "table": "4.3", "label": "exact Hessian",
                             "set": {"second_order": "exact"}}}
     params = _sample_params(tmp_path, inet, {"weights": 0.5, "arch": 0.25})

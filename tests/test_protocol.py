@@ -1,4 +1,4 @@
-"""The published defaults and the NAS-reproduction protocol (harness/protocol.py): what the
+"""The published defaults and the NAS-reproduction protocol (harness/report/protocol.py): what the
 main `dcpnas` run is, skip counts, RI, best-of-N, mixed protocols, CP-NAS's retraining loss."""
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import torch
 from backbones.genotypes import DARTS_V2, Genotype
 from backbones.search import tangent as tp
 from backbones.search.dcpnas import DCPNASConfig
-from harness import protocol as PR
-from harness.claims import skip_counts
 from harness.config import load_params
+from harness.report.protocol import (INDEPENDENT, REFERENCE, SAME_SEARCH, best_of_n, fmt_ri,
+                                     fmt_skips, relative_improvement, row_protocol)
+from harness.report.selection import skip_counts
 
 
 def test_dcpnas_defaults_are_the_published_method() -> None:
@@ -67,7 +68,7 @@ def test_skip_counts_of_a_known_genotype() -> None:
     frame = pd.DataFrame([{"cell": DARTS_V2.op_counts()}, {"cell": skips.op_counts()},
                           {"cell": None}])
     assert skip_counts(frame) == [2, 8]
-    assert PR.fmt_skips([2, 8]) == "2, 8 (1 of 2 collapsed)"
+    assert fmt_skips([2, 8]) == "2, 8 (1 of 2 collapsed)"
 
 
 def _train(method: str, seed: int, top1: float, genotype: str | None) -> dict:
@@ -77,25 +78,25 @@ def _train(method: str, seed: int, top1: float, genotype: str | None) -> dict:
 def test_relative_improvement_over_random() -> None:
     rand = pd.DataFrame([_train("random", 0, 40.0, "x"), _train("random", 1, 60.0, "x")])
     runs = pd.DataFrame([_train("dcpnas", 0, 55.0, "x"), _train("dcpnas", 1, 45.0, "x")])
-    ri = PR.relative_improvement(runs, rand)           # base 50: +10 %, -10 %
+    ri = relative_improvement(runs, rand)           # base 50: +10 %, -10 %
     assert ri.n == 2 and ri.mean == pytest.approx(0.0) and ri.std == pytest.approx(
         math.sqrt(200.0))
-    assert PR.fmt_ri(PR.relative_improvement(runs, rand.iloc[0:0])) == "—"
-    assert PR.best_of_n(runs) == "55.00 (best of 2)"
+    assert fmt_ri(relative_improvement(runs, rand.iloc[0:0])) == "—"
+    assert best_of_n(runs) == "55.00 (best of 2)"
 
 
 def test_protocol_of_a_row_is_labelled_and_mixed_rows_marked() -> None:
     own = [_train("dcpnas", s, 50.0, f"runs/p/search/dcpnas/seed{s}/genotype.json")
            for s in range(3)]
-    assert PR.row_protocol(pd.DataFrame(own)) == f"3 {PR.INDEPENDENT}"
+    assert row_protocol(pd.DataFrame(own)) == f"3 {INDEPENDENT}"
     same = [_train("dcpnas", s, 50.0, "runs/p/search/dcpnas/seed0/genotype.json")
             for s in range(2)]
-    assert PR.row_protocol(pd.DataFrame(same)) == \
-        f"MIXED: {PR.SAME_SEARCH} (1 genotype file(s) for 2 runs)"
+    assert row_protocol(pd.DataFrame(same)) == \
+        f"MIXED: {SAME_SEARCH} (1 genotype file(s) for 2 runs)"
     mixed = own[:2] + [_train("dcpnas", 2, 50.0, "published:dcpnas_l")]
-    assert PR.row_protocol(pd.DataFrame(mixed)).startswith("MIXED: ")
-    assert PR.row_protocol(pd.DataFrame([_train("bireal", 0, 50.0, None)])) == \
-        f"{PR.REFERENCE} 1x"
+    assert row_protocol(pd.DataFrame(mixed)).startswith("MIXED: ")
+    assert row_protocol(pd.DataFrame([_train("bireal", 0, 50.0, None)])) == \
+        f"{REFERENCE} 1x"
 
 
 def test_cpnas_cells_retrain_with_their_cp_loss() -> None:

@@ -330,3 +330,13 @@ def test_run_from_train_checkpoint(tmp_path: Path, smoke_root: Path) -> None:
                  method="dcpnas", **load_reid_config("smoke", max_epoch=1))
     _check_metrics(m, work, "softmax")
     assert m["init_checkpoint"] == str(ckpt)
+
+
+def test_config_keys_are_run_reids_arguments() -> None:
+    """The config declares its keys (it does not import the runner): they must stay equal."""
+    import inspect
+
+    from downstream.reid.config import CONFIG_KEYS, PER_RUN
+    from downstream.reid.run import run_reid
+    assert list(CONFIG_KEYS) == [k for k in inspect.signature(run_reid).parameters
+                                 if k not in PER_RUN]

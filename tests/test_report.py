@@ -1,4 +1,4 @@
-"""Tests of harness.report / harness.claims / harness.plots on a small fixed set of metrics
+"""Tests of the report package (harness.report: tables, claims, plots) on a small fixed set of metrics
 files (no torch). Expected cells are computed here independently with `statistics`."""
 
 from __future__ import annotations
@@ -14,8 +14,13 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from harness import claims as C
 from harness.report import ReportError, build_report, load_metrics, load_paper_numbers
+from harness.report.claims import evaluate_claims
+from harness.report.stats import compare_greater, fmt_stats, seed_stats
+from harness.report.verdicts import ClaimResult
+from harness.report.vocabulary import (ABLATION_RUN_NOTE, CANNOT_SAY, CONTRADICTS, MAIN_RUN_NOTE,
+                                       NOT_RUN_NOTE, SETTING_L_FULL, SETTING_L_ONE,
+                                       SETTING_S_COS, SUPPORTS, VERDICTS, profile_regime)
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CSV = REPO / "results" / "paper_numbers.csv"
@@ -174,20 +179,20 @@ def test_ablation_tables(built):
     assert len(t42) == 4
     none = _row(t42, **{"tangent constraint": "off", "L_R": "off"})
     assert none["top-1 (%)"] == _fmt(ABL42[(False, False)])
-    assert none["measured from"] == C.ABLATION_RUN_NOTE
+    assert none["measured from"] == ABLATION_RUN_NOTE
     assert none["paper top-1 % (dataset, source)"].startswith("66.7 (ImageNet")
     one = _row(t42, **{"tangent constraint": "on", "L_R": "off"})
     assert "68.3 or 68.2" in one["paper top-1 % (dataset, source)"]
     assert "ambiguous" in one["paper top-1 % (dataset, source)"]
     full = _row(t42, **{"tangent constraint": "on", "L_R": "on"})
-    assert full["measured from"] == C.MAIN_RUN_NOTE  # fallback to the main run
+    assert full["measured from"] == MAIN_RUN_NOTE  # fallback to the main run
     assert full["top-1 (%)"] == _fmt(TOP1["dcpnas"])
     assert "main DCP-NAS run" in (out / "ablation_tangent_lr.md").read_text()
 
     t44 = tables["ablation_distance"]
     assert list(t44["distance"]) == ["F-norm", "L1", "cosine"]
     fn = _row(t44, distance="F-norm")
-    assert fn["measured from"] == C.NOT_RUN_NOTE and fn["top-1 (%)"] == "not run"
+    assert fn["measured from"] == NOT_RUN_NOTE and fn["top-1 (%)"] == "not run"
     cos = _row(t44, distance="cosine")
     assert cos["top-1 (%)"] == "11.00 (n=1)"
     assert cos["paper top-1 % (dataset, source)"].startswith("62.5 (ImageNet")
@@ -227,29 +232,29 @@ def test_claims_and_report(built):
     report = (out / "REPORT.md").read_text()
     assert "## Claims" in report
     for _, c in claims.iterrows():
-        assert c["verdict"] in C.VERDICTS
+        assert c["verdict"] in VERDICTS
         lines = [ln for ln in report.splitlines() if ln.startswith(f"- `{c['id']}` ")]
         assert len(lines) == 1, c["id"]
         assert f"**{c['verdict']}**: " in lines[0]
     v = dict(zip(claims["id"], claims["verdict"]))
     why = dict(zip(claims["id"], claims["why"]))
     # DCP-NAS 91.2±0.28 vs CP-NAS 89.3±0.42, 2 seeds each, difference > combined std
-    assert v["R1"] == C.SUPPORTS
-    assert v["R2"] == C.CANNOT_SAY and why["R2"].startswith("not run")
+    assert v["R1"] == SUPPORTS
+    assert v["R2"] == CANNOT_SAY and why["R2"].startswith("not run")
     # Table 4.2 on cifar10/real-subset: tangent-only 89.7±0.28 vs neither 88.2±0.28 -> supports
-    assert v["T1"] == C.SUPPORTS
-    assert v["T2"] == C.SUPPORTS  # 89.5±0.14 vs 88.2±0.28
-    assert v["T3"] == C.SUPPORTS  # 91.2 vs 89.7 and 89.5
-    assert v["D1"] == C.CANNOT_SAY and why["D1"].startswith("not run")  # F-norm cell missing
+    assert v["T1"] == SUPPORTS
+    assert v["T2"] == SUPPORTS  # 89.5±0.14 vs 88.2±0.28
+    assert v["T3"] == SUPPORTS  # 91.2 vs 89.7 and 89.5
+    assert v["D1"] == CANNOT_SAY and why["D1"].startswith("not run")  # F-norm cell missing
     by_text = dict(zip(claims["claim"], claims["id"]))
     cp_cifar = next(i for t, i in by_text.items() if t.startswith("CP-NAS IJCAI 2020: CP-NAS reaches 95.27"))
-    assert v[cp_cifar] == C.CANNOT_SAY and "real-subset" in why[cp_cifar]
+    assert v[cp_cifar] == CANNOT_SAY and "real-subset" in why[cp_cifar]
     cp_cost = next(i for t, i in by_text.items() if "CP-NAS search costs 0.1 GPU-days" in t)
-    assert v[cp_cost] == C.CANNOT_SAY and why[cp_cost].startswith("reduced search budget")
+    assert v[cp_cost] == CANNOT_SAY and why[cp_cost].startswith("reduced search budget")
     # 0.5 x DCP-NAS? no: CP-NAS is faster than prior arts only if a prior-art searcher ran
     speed = next(i for t, i in by_text.items() if "faster than prior arts" in t)
-    assert v[speed] == C.CANNOT_SAY and why[speed].startswith("not run")
-    assert v["X1"] == C.CANNOT_SAY
+    assert v[speed] == CANNOT_SAY and why[speed].startswith("not run")
+    assert v["X1"] == CANNOT_SAY
 
 
 def test_claims_smoke_and_seed_rules(tmp_path):
@@ -263,19 +268,19 @@ def test_claims_smoke_and_seed_rules(tmp_path):
         p.parent.mkdir(parents=True)
         p.write_text(json.dumps(r))
     metrics = load_metrics(runs)
-    res = {c.id: c for c in C.evaluate_claims(metrics, load_paper_numbers(PAPER_CSV))}
-    assert res["R1"].verdict == C.CANNOT_SAY and res["R1"].why.startswith("synthetic smoke data")
-    assert res["R2"].verdict == C.CANNOT_SAY and res["R2"].why.startswith("synthetic smoke data")
+    res = {c.id: c for c in evaluate_claims(metrics, load_paper_numbers(PAPER_CSV))}
+    assert res["R1"].verdict == CANNOT_SAY and res["R1"].why.startswith("synthetic smoke data")
+    assert res["R2"].verdict == CANNOT_SAY and res["R2"].why.startswith("synthetic smoke data")
 
 
 def test_compare_rules():
-    a = C.seed_stats([91.0, 91.4])
-    assert C.compare_greater(a, C.seed_stats([90.0]), "A", "B")[1] == "only 1 seed"
-    assert C.compare_greater(a, C.seed_stats([91.0, 91.3]), "A", "B")[1] == "difference within seed noise"
-    assert C.compare_greater(C.seed_stats([80.0, 80.2]), a, "A", "B")[0] == C.CONTRADICTS
-    s = C.seed_stats([1.0, 2.0, 4.0])
+    a = seed_stats([91.0, 91.4])
+    assert compare_greater(a, seed_stats([90.0]), "A", "B")[1] == "only 1 seed"
+    assert compare_greater(a, seed_stats([91.0, 91.3]), "A", "B")[1] == "difference within seed noise"
+    assert compare_greater(seed_stats([80.0, 80.2]), a, "A", "B")[0] == CONTRADICTS
+    s = seed_stats([1.0, 2.0, 4.0])
     assert math.isclose(s.std, statistics.stdev([1.0, 2.0, 4.0]))
-    assert C.fmt_stats(C.seed_stats([3.0])) == "3.00 (n=1)"
+    assert fmt_stats(seed_stats([3.0])) == "3.00 (n=1)"
 
 
 # ------------------------------------------------------------------------------ errors
@@ -367,10 +372,10 @@ def test_paper_numbers_csv():
     assert df["value"].map(math.isfinite).all()
     got = {(r.method, r.dataset, r.setting, r.metric): r.value for r in df.itertuples()}
     assert got[("cpnas", "CIFAR-10", "main", "top1")] == 95.27
-    assert got[("dcpnas", "ImageNet", C.SETTING_L_FULL, "top5")] == 89.2
-    assert got[("dcpnas", "ImageNet", C.SETTING_S_COS, "top1")] == 62.5
-    assert sorted(df[df["setting"] == C.SETTING_L_ONE]["value"]) == [68.2, 68.3]
-    assert (df[df["setting"] == C.SETTING_L_ONE]["source"].str.contains("AMBIGUOUS")).all()
+    assert got[("dcpnas", "ImageNet", SETTING_L_FULL, "top5")] == 89.2
+    assert got[("dcpnas", "ImageNet", SETTING_S_COS, "top1")] == 62.5
+    assert sorted(df[df["setting"] == SETTING_L_ONE]["value"]) == [68.2, 68.3]
+    assert (df[df["setting"] == SETTING_L_ONE]["source"].str.contains("AMBIGUOUS")).all()
     # Table 4.3 (with the CP-NAS conflict shown, not resolved) and the four DCP-NAS-L rows
     t43 = df[df["table"] == "4.3"]
     assert got[("cpnas", "ImageNet", "Table 4.3", "top1")] == 66.5
@@ -419,21 +424,21 @@ def test_claims_paper_profile_and_cross_dataset_search(tmp_path):
         p.write_text(json.dumps(r))
     metrics = load_metrics(runs)
     paper = load_paper_numbers(PAPER_CSV)
-    res = {c.claim: c for c in C.evaluate_claims(metrics, paper)}
+    res = {c.claim: c for c in evaluate_claims(metrics, paper)}
     get = lambda prefix: next(c for t, c in res.items() if t.startswith(prefix))  # noqa: E731
     # 95.2 ± 0.28 vs 95.27: within max(1 pp, 2 std) on the paper profile
-    assert get("CP-NAS IJCAI 2020: CP-NAS reaches 95.27").verdict == C.SUPPORTS
+    assert get("CP-NAS IJCAI 2020: CP-NAS reaches 95.27").verdict == SUPPORTS
     # DCP-NAS 60.2 on ImageNet/paper: far below 72.4 (L) and 63.0 (S), but the run has no size tag
     l_claim = get("DCP-NAS IJCV 2023: DCP-NAS-L reaches 72.4")
-    assert l_claim.verdict == C.CANNOT_SAY and "not tagged" in l_claim.why
+    assert l_claim.verdict == CANNOT_SAY and "not tagged" in l_claim.why
     cost = get("CP-NAS IJCAI 2020: CP-NAS search costs 0.1 GPU-days")
-    assert cost.verdict == C.CANNOT_SAY and "measured on CPU" in cost.why
+    assert cost.verdict == CANNOT_SAY and "measured on CPU" in cost.why
     # with the size tag the shortfall contradicts the claim
     tagged = metrics.copy()
     tagged["size"] = tagged["method"].map({"dcpnas": "L"})
-    res2 = {c.claim: c for c in C.evaluate_claims(tagged, paper)}
+    res2 = {c.claim: c for c in evaluate_claims(tagged, paper)}
     assert next(c for t, c in res2.items() if t.startswith("DCP-NAS IJCV 2023: DCP-NAS-L reaches")
-                ).verdict == C.CONTRADICTS
+                ).verdict == CONTRADICTS
     # train on imagenet, searched on cifar10 only: the search cost is used and labelled
     cls = build_classification(metrics, paper)
     dc = _row(cls, method="dcpnas")
@@ -444,18 +449,18 @@ def test_claims_paper_profile_and_cross_dataset_search(tmp_path):
 
 
 def test_profile_regimes_by_name():
-    assert [C.profile_regime(p) for p in ("smoke", "smoke-big", "real-subset", "mine", "paper",
+    assert [profile_regime(p) for p in ("smoke", "smoke-big", "real-subset", "mine", "paper",
                                           "paper-imagenet")] == [
         "smoke", "smoke", "reduced", "reduced", "paper", "paper"]
 
 
-def _claims_of(tmp_path, recs) -> dict[str, C.ClaimResult]:
+def _claims_of(tmp_path, recs) -> dict[str, ClaimResult]:
     runs = tmp_path / "runs"
     for i, r in enumerate(recs):
         p = runs / str(i) / "metrics.json"
         p.parent.mkdir(parents=True)
         p.write_text(json.dumps(r))
-    claims = C.evaluate_claims(load_metrics(runs), load_paper_numbers(PAPER_CSV))
+    claims = evaluate_claims(load_metrics(runs), load_paper_numbers(PAPER_CSV))
     return {c.claim: c for c in claims}
 
 
@@ -465,7 +470,7 @@ def test_paper_imagenet_runs_are_loaded_and_judged_at_paper_scale(tmp_path):
     res = _claims_of(tmp_path, recs)
     big = next(c for t, c in res.items() if "DCP-NAS-L reaches 72.4" in t)
     # 60.2 is below 72.4 beyond the tolerance, on the papers' settings: a contradiction
-    assert big.verdict == C.CONTRADICTS and "paper-imagenet" in big.why
+    assert big.verdict == CONTRADICTS and "paper-imagenet" in big.why
 
 
 def test_search_speed_claim_is_judged_only_on_paper_profiles(tmp_path):
@@ -480,8 +485,8 @@ def test_search_speed_claim_is_judged_only_on_paper_profiles(tmp_path):
     both = _claims_of(tmp_path / "both", fast + slow)
     reduced = _claims_of(tmp_path / "reduced", fast[:2] + slow[:2])
     speed = next(t for t in both if "faster than prior arts" in t)
-    assert both[speed].verdict == C.SUPPORTS  # 110 s is far below 0.7 x ~1050 s on `paper`
-    assert reduced[speed].verdict == C.CANNOT_SAY
+    assert both[speed].verdict == SUPPORTS  # 110 s is far below 0.7 x ~1050 s on `paper`
+    assert reduced[speed].verdict == CANNOT_SAY
     assert reduced[speed].why.startswith("reduced search budgets (real-subset profile)")
 
 
@@ -518,17 +523,17 @@ def test_ggn_claim_is_judged_from_exact_and_ggn_searches(tmp_path):
     res = _claims_of(tmp_path / "a", _ggn_runs("paper-imagenet", 1000.0, 100.0,
                                                (72.0, 72.4), (71.9, 72.1)))
     g1 = next(c for t, c in res.items() if "GGN approximation cuts search cost 9.6x" in t)
-    assert g1.verdict == C.SUPPORTS and "9.96x" in g1.why
+    assert g1.verdict == SUPPORTS and "9.96x" in g1.why
     # only 1.5x faster at paper scale: far below the paper's 9.6x
     res = _claims_of(tmp_path / "b", _ggn_runs("paper-imagenet", 150.0, 100.0,
                                                (72.0, 72.4), (71.9, 72.1)))
     g1 = next(c for t, c in res.items() if "GGN approximation" in t)
-    assert g1.verdict == C.CONTRADICTS and "1.50x" in g1.why
+    assert g1.verdict == CONTRADICTS and "1.50x" in g1.why
     # on a reduced profile the ratio is shown, the verdict withheld
     res = _claims_of(tmp_path / "c", _ggn_runs("real-subset", 150.0, 100.0,
                                                (72.0, 72.4), (71.9, 72.1)))
     g1 = next(c for t, c in res.items() if "GGN approximation" in t)
-    assert g1.verdict == C.CANNOT_SAY and "1.50x" in g1.why and "reduced" in g1.why
+    assert g1.verdict == CANNOT_SAY and "1.50x" in g1.why and "reduced" in g1.why
 
 
 # ------------------------------------------------------------------------------ provenance
@@ -599,7 +604,7 @@ def test_protocol_columns_ri_collapse_and_end_to_end(tmp_path):
                                                      f"{statistics.stdev(ri):.2f}")
     assert cls.loc["dcpnas", "skips, normal cell"] == "1, 2, 5 (1 of 3 collapsed)"
     claims = {r["id"]: r for _, r in tables["claims"].iterrows()}
-    assert claims["K1"]["verdict"] == C.CANNOT_SAY and "1 of 3 DCP-NAS cells" in claims["K1"]["why"]
+    assert claims["K1"]["verdict"] == CANNOT_SAY and "1 of 3 DCP-NAS cells" in claims["K1"]["why"]
     e2e = tables["end_to_end_cost"].set_index("method")
     assert e2e.loc["dcpnas", "total per seed (s)"] == "150"
     assert e2e.loc["dcpnas", "total per seed"] == f"{150 / 3600:.4g} CPU-hours"

@@ -8,8 +8,6 @@ declared once, there); the harness validates params.yaml against it.
 """
 from __future__ import annotations
 
-import difflib
-import importlib
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -22,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from backbones.genotypes import Genotype
+from backbones.names import Registry, UnknownNameError
 from backbones.settings import (Count, Fraction, NonNegativeFloat, NonNegativeInt,
                                 PositiveFloat, Settings)
 
@@ -180,44 +179,24 @@ class SearchMethod(ABC):
         return []
 
 
-class UnknownMethodError(KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0])
+class UnknownMethodError(UnknownNameError):
+    """An unknown search method name."""
 
 
-_METHODS: dict[str, type[SearchMethod]] = {}
-_BUILTIN_MODULES = ("backbones.search.direct", "backbones.search.random_search",
-                    "backbones.search.darts", "backbones.search.dcpnas",
-                    "backbones.search.cpnas")
+#: search methods by name; the built-ins register when ``backbones.search`` is imported
+SEARCH_METHODS: Registry[type[SearchMethod]] = Registry("search method", UnknownMethodError)
 
 
 def register_search_method(cls: type[SearchMethod]) -> type[SearchMethod]:
-    _METHODS[cls.name] = cls
-    return cls
-
-
-def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # a real import error inside the module
-                raise
+    return SEARCH_METHODS.register(cls.name)(cls)
 
 
 def list_search_methods() -> list[str]:
-    _load_builtins()
-    return sorted(_METHODS)
+    return SEARCH_METHODS.names()
 
 
 def get_search_method(name: str) -> type[SearchMethod]:
-    _load_builtins()
-    if name not in _METHODS:
-        close = difflib.get_close_matches(name, list(_METHODS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise UnknownMethodError(f"unknown search method {name!r}: expected one of "
-                       f"{sorted(_METHODS)}{hint}")
-    return _METHODS[name]
+    return SEARCH_METHODS.get(name)
 
 
 def create_search_method(name: str, cfg: Any, ctx: SearchContext) -> SearchMethod:

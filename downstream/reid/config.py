@@ -17,7 +17,6 @@ winning), ready for ``run_reid(backbone, work_dir=..., data_root=..., **cfg)``.
 """
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,9 +32,19 @@ class ReIDConfigError(ValueError):
     """A re-ID config file that cannot be used."""
 
 
+#: the keyword arguments of ``run_reid`` a config may set (all but PER_RUN; a test keeps the
+#: two lists equal, so the config never has to import the runner)
+CONFIG_KEYS = ("dataset", "dataset_label", "loss", "backbone_kwargs", "init_checkpoint",
+               "max_epoch", "height", "width", "batch_size", "lr", "seed", "profile", "method",
+               "optimizer", "weight_decay", "lr_scheduler", "stepsize", "gamma",
+               "num_instances", "margin", "weight_t", "weight_x", "label_smooth", "fc_dims",
+               "dropout_p", "transforms", "fixbase_epoch", "open_layers", "batch_size_test",
+               "workers", "dist_metric", "normalize_feature", "print_freq", "device",
+               "tensorboard", "resume", "log")
+
+
 def config_keys() -> list[str]:
-    from downstream.reid.run import run_reid
-    return [k for k in inspect.signature(run_reid).parameters if k not in PER_RUN]
+    return list(CONFIG_KEYS)
 
 
 def merge_reid_kwargs(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

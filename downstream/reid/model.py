@@ -24,7 +24,6 @@ from torch import Tensor, nn
 from backbones.genotypes import Genotype
 from backbones.network import NASNetwork
 from backbones.registry import (
-    _ensure_builtin_registered,
     check_feature_backbone,
     create_backbone,
     list_backbones,
@@ -185,7 +184,6 @@ def register_harness_models(names: Sequence[str] | None = None, *,
     ``{"C": 8, "layers": 5, "stem": "imagenet"}``). Returns the registered model names.
     """
     if names is None:
-        _ensure_builtin_registered()  # list_backbones() needs backbones.zoo imported
         names = list_backbones()
     out = []
     for name in names:

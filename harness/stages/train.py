@@ -24,7 +24,7 @@ from backbones.atomic import CheckpointError, load_state_dict_strict, safe_torch
 from backbones.checkpoint import build_network, save_checkpoint
 from backbones.binary import set_weight_binarization, weight_binarizer
 from backbones.genotypes import PUBLISHED, Genotype
-from backbones.registry import create_backbone
+from backbones.registry import BACKBONES, create_backbone
 from backbones.evaluation import evaluate
 from harness import dist_utils
 from harness.accel import autocast, prepare_module, setup_device, to_device
@@ -208,23 +208,14 @@ def _binarizer_kwarg(name: str, binarizer: str) -> dict[str, str]:
     return {"binarizer": binarizer} if takes else {}
 
 
-def _registered_backbones() -> list[str]:
-    from backbones.registry import _ensure_builtin_registered, list_backbones
-    _ensure_builtin_registered()
-    return list_backbones()
-
-
 def _unknown_run(name: str, params: Params, searched: Path) -> None:
     """`--run` names neither a search run (with its genotype) nor a registered backbone."""
-    import difflib
-
-    from backbones.registry import UnknownBackboneError
-    known = sorted(set(params.search_runs) | set(params.ablations)) + _registered_backbones()
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    from backbones.names import did_you_mean
+    from backbones.registry import UnknownBackboneError, list_backbones
+    known = sorted(set(params.search_runs) | set(params.ablations)) + list_backbones()
     raise UnknownBackboneError(
         f"--method {name!r} is neither a search run of {params.source} (no genotype at {searched}) "
-        f"nor a registered backbone (one of {', '.join(known)}){hint}")
+        f"nor a registered backbone (one of {', '.join(known)}){did_you_mean(name, known)}")
 
 
 def _build_teacher(kd: KDSection, genotype: Genotype | None, cfg: TrainSection,
@@ -290,7 +281,7 @@ def run_train(params: Params, name: str, seed: int, *,
                     and name not in params.ablations and not searched.is_file())
     # a published cell (dcpnas_l, pcdarts_*, darts_v2): retrained like a searched one
     published = not_searched and name in PUBLISHED
-    reference = not_searched and not published and name in _registered_backbones()
+    reference = not_searched and not published and name in BACKBONES
     if not_searched and not published and not reference:
         _unknown_run(name, params, searched)
     genotype = (PUBLISHED[name] if published else None if reference

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from backbones.atomic import storage_errors
 from backbones.checkpoint import read_arch
-from backbones.registry import UnknownBackboneError, _ensure_builtin_registered, list_backbones
+from backbones.registry import UnknownBackboneError, list_backbones
 from harness.config import Params
 from harness.runs import check_name
 from harness.stages.common import ensure_writable, locked, run_dir
@@ -28,7 +28,6 @@ def resolve_backbone(params: Params, name: str, seed: int,
         # only the (checked: a registered backbone) arch record is needed here; the runner
         # loads the weights
         return read_arch(trained)["backbone"], trained
-    _ensure_builtin_registered()
     if ":" in name or name in list_backbones():
         return name, checkpoint
     raise UnknownBackboneError(

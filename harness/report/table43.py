@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from harness.report.selection import (decoupled_of, paper_rows, paper_text, search_setting,
+                                      second_order_of)
+from harness.report.stats import fmt_stats, seed_stats
+from harness.report.vocabulary import (COST_CONTRADICT_FACTOR, COST_SUPPORT_FACTOR, TABLE_43,
+                                       is_paper_scale, is_smoke, profile_sort_key)
 
-from harness import claims as C
-from harness.claims import fmt_stats, seed_stats
 
 #: the projections ``harness report`` reads: a GPU run's before a CPU run's
 BENCH_FILES = ("paper_profiles-cuda.json", "paper_profiles.json")
@@ -60,18 +63,18 @@ def load_bench(results_dir: Path) -> dict[str, Any] | None:
 def _components(row: pd.Series) -> str:
     if row["method"] != "dcpnas":
         return "—"
-    exact = C.second_order_of(row) == "exact"
-    tangent = bool(C.search_setting(row, "tangent", True))
+    exact = second_order_of(row) == "exact"
+    tangent = bool(search_setting(row, "tangent", True))
     return (f"TP {'✓' if tangent else '✗'}, {'exact Hessian' if exact else 'GGN'}, "
-            f"DO {'✓' if C.decoupled_of(row) else '✗'}")
+            f"DO {'✓' if decoupled_of(row) else '✗'}")
 
 
 def _paper(paper: pd.DataFrame, row: pd.Series, metric: str) -> pd.DataFrame:
     method = PAPER_METHOD.get(row["method"], row["method"])
-    rows = C.paper_rows(paper, method=method, metric=metric)
-    rows = rows[rows["table"] == C.TABLE_43]
+    rows = paper_rows(paper, method=method, metric=metric)
+    rows = rows[rows["table"] == TABLE_43]
     if row["method"] == "dcpnas":
-        key = (C.second_order_of(row) == "exact", C.decoupled_of(row))
+        key = (second_order_of(row) == "exact", decoupled_of(row))
         rows = rows[rows["setting"].str.contains(DCPNAS_ROWS[key], regex=False)]
     return rows
 
@@ -79,7 +82,7 @@ def _paper(paper: pd.DataFrame, row: pd.Series, metric: str) -> pd.DataFrame:
 def _paper_cell(rows: pd.DataFrame, ours: str, theirs: str) -> str:
     if rows.empty:
         return "—"
-    vals = ", ".join(f"{C.paper_text(r)} {r['unit']}".replace(" %", "") for _, r in rows.iterrows())
+    vals = ", ".join(f"{paper_text(r)} {r['unit']}".replace(" %", "") for _, r in rows.iterrows())
     return vals + (f" ({theirs}, not {ours})" if theirs != ours else "")
 
 
@@ -102,10 +105,10 @@ def _projection(bench: dict[str, Any] | None, run: str) -> tuple[str, float | No
 
 def _verdict(profile: str, unit: str, proj_unit: str, proj: float | None,
              paper_cost: pd.DataFrame) -> str:
-    if C.is_smoke(profile):
+    if is_smoke(profile):
         return ("cannot say: smoke scale (generated images, tiny supernet); the projection "
                 "column is the paper-scale estimate")
-    if not C.is_paper_scale(profile):
+    if not is_paper_scale(profile):
         return f"cannot say: reduced {profile} budget"
     if paper_cost.empty:
         return "cannot say: no paper row"
@@ -116,9 +119,9 @@ def _verdict(profile: str, unit: str, proj_unit: str, proj: float | None,
     if not math.isfinite(value):
         return "cannot say: no GPU projection"
     ratio = value / ref
-    if ratio <= C.COST_SUPPORT_FACTOR:
+    if ratio <= COST_SUPPORT_FACTOR:
         return f"supports: {ratio:.2f}x the paper's cost (GPU model may differ)"
-    if ratio >= C.COST_CONTRADICT_FACTOR:
+    if ratio >= COST_CONTRADICT_FACTOR:
         return f"contradicts: {ratio:.2f}x the paper's cost"
     return f"cannot say: {ratio:.2f}x the paper's cost (between the tolerances)"
 
@@ -127,14 +130,14 @@ def build_table_43(metrics: pd.DataFrame, paper: pd.DataFrame,
                    bench: dict[str, Any] | None) -> pd.DataFrame:
     """Table 4.3 rows from the ImageNet-search runs in ``metrics`` (empty without any)."""
     search = metrics[(metrics["stage"] == "search") & (metrics["dataset"] == "imagenet")]
-    search = search[(search["ablation_key"] == "") | (search["abl_table"] == C.TABLE_43)]
+    search = search[(search["ablation_key"] == "") | (search["abl_table"] == TABLE_43)]
     train = metrics[(metrics["stage"] == "train") & (metrics["dataset"] == "imagenet")]
     rows = []
     order = {"random": 0, "direct_bnas": 1, "darts": 2, "pcdarts": 3, "cpnas": 4, "dcpnas": 5}
     groups = sorted(search.groupby(["method", "ablation_key", "profile"], sort=False),
-                    key=lambda kv: (C.profile_sort_key(kv[0][2]), order.get(kv[0][0], 9),
-                                    DCPNAS_ROWS.get((C.second_order_of(kv[1].iloc[0]) == "exact",
-                                                     C.decoupled_of(kv[1].iloc[0])), ""),
+                    key=lambda kv: (profile_sort_key(kv[0][2]), order.get(kv[0][0], 9),
+                                    DCPNAS_ROWS.get((second_order_of(kv[1].iloc[0]) == "exact",
+                                                     decoupled_of(kv[1].iloc[0])), ""),
                                     kv[0][1]))
     for (method, akey, profile), g in groups:
         first = g.iloc[0]

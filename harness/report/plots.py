@@ -25,8 +25,16 @@ from matplotlib.figure import Figure  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from backbones.atomic import atomic_write_rendered  # noqa: E402
-from harness import claims as C  # noqa: E402
-from harness.claims import Stats, seed_stats  # noqa: E402
+from harness.report.selection import (distance_cells, main_rows, paper_rows,
+                                      search_rows_for, tangent_lr_cells)  # noqa: E402
+from harness.report.stats import Stats, seed_stats  # noqa: E402
+from harness.report.vocabulary import (DISTANCES, DISTANCE_LABELS,
+                                       DISTANCE_SETTINGS, HEADLINE_SETTINGS,
+                                       MAIN_RUN_NOTE, METHOD_ORDER, SETTING_L_FULL,
+                                       SETTING_L_NONE, SETTING_L_ONE,
+                                       TANGENT_LR_CELLS, TANGENT_LR_LABELS,
+                                       dataset_label, is_smoke, method_label,
+                                       method_sort_key, profile_sort_key)  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +56,15 @@ _REFERENCE_MARKERS = ("s", "^", "v", "D", "P", "X")
 
 def _color(method: str) -> str:
     """A search method's fixed colour; reference backbones (not search methods) are black."""
-    if method in C.METHOD_ORDER:
-        return _PALETTE[C.METHOD_ORDER.index(method) % len(_PALETTE)]
+    if method in METHOD_ORDER:
+        return _PALETTE[METHOD_ORDER.index(method) % len(_PALETTE)]
     return "black"
 
 
 def _marker(method: str) -> str:
     """Circles for search methods; a reference backbone gets a shape picked by a checksum of
     its name (stable across processes, unlike the salted str hash)."""
-    if method in C.METHOD_ORDER:
+    if method in METHOD_ORDER:
         return "o"
     return _REFERENCE_MARKERS[sum(map(ord, method)) % len(_REFERENCE_MARKERS)]
 
@@ -66,7 +74,7 @@ def _slug(s: str) -> str:
 
 
 def _subtitle(profile: str) -> str:
-    if C.is_smoke(profile):
+    if is_smoke(profile):
         return " (synthetic smoke data: not comparable with the papers)"
     return ""
 
@@ -87,18 +95,17 @@ def _scatter_legend(ax) -> None:
 
 
 def _top1_vs_search_cost(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Path) -> list[PlotInfo]:
-    from harness.report import search_rows_for
 
-    train = C.main_rows(metrics[metrics["stage"] == "train"])
+    train = main_rows(metrics[metrics["stage"] == "train"])
     search = metrics[metrics["stage"] == "search"]
     if train.empty or search.empty:
         log.info("skipping plot top1_vs_search_cost: no %s metrics", "train" if train.empty else "search")
         return []
     out = []
     for (dataset, profile), g in sorted(train.groupby(["dataset", "profile"]),
-                                        key=lambda kv: (kv[0][0], C.profile_sort_key(kv[0][1]))):
+                                        key=lambda kv: (kv[0][0], profile_sort_key(kv[0][1]))):
         by_unit: dict[str, list] = {}
-        for method, gm in sorted(g.groupby("method"), key=lambda kv: C.method_sort_key(kv[0])):
+        for method, gm in sorted(g.groupby("method"), key=lambda kv: method_sort_key(kv[0])):
             srows, _ = search_rows_for(search, method, "", dataset, profile, gm["seed"])
             for unit, su in srows.groupby("search_cost_unit"):
                 tr = gm[gm["seed"].isin(su["seed"])]
@@ -113,19 +120,19 @@ def _top1_vs_search_cost(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: 
             ax = fig.add_subplot(111)
             for method, x, y in pts:
                 _scatter_point(ax, method, x, y)
-            lab = C.dataset_label(dataset)
-            if unit == "GPU-days" and not C.is_smoke(profile) and lab:
-                cost = C.paper_rows(paper, metric="search_cost", dataset=lab)
+            lab = dataset_label(dataset)
+            if unit == "GPU-days" and not is_smoke(profile) and lab:
+                cost = paper_rows(paper, metric="search_cost", dataset=lab)
                 cost = cost[cost["unit"] == "GPU-days"]
                 for _, r in cost.iterrows():
-                    acc = C.paper_rows(paper, method=r["method"], metric=("top1",),
-                                       settings=C.HEADLINE_SETTINGS, dataset=lab)
+                    acc = paper_rows(paper, method=r["method"], metric=("top1",),
+                                       settings=HEADLINE_SETTINGS, dataset=lab)
                     acc = acc[acc["paper"] == r["paper"]]
                     if acc.empty:
                         continue
                     ax.plot(float(r["value"]), float(acc.iloc[0]["value"]), marker="*", ms=14,
                             ls="none", mfc="none", mec=_color(r["method"]), mew=1.5,
-                            label=f"paper: {C.method_label(r['method'])} ({r['paper']})")
+                            label=f"paper: {method_label(r['method'])} ({r['paper']})")
             title = f"Top-1 vs search cost — {dataset}, profile {profile}"
             out.append(_finish_scatter(
                 fig, ax, f"search cost ({unit})", title, profile, plots_dir,
@@ -135,16 +142,16 @@ def _top1_vs_search_cost(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: 
 
 
 def _top1_vs_ops(metrics: pd.DataFrame, plots_dir: Path) -> list[PlotInfo]:
-    train = C.main_rows(metrics[metrics["stage"] == "train"])
+    train = main_rows(metrics[metrics["stage"] == "train"])
     if train.empty:
         log.info("skipping plot top1_vs_ops: no train metrics")
         return []
     out = []
     for (dataset, profile), g in sorted(train.groupby(["dataset", "profile"]),
-                                        key=lambda kv: (kv[0][0], C.profile_sort_key(kv[0][1]))):
+                                        key=lambda kv: (kv[0][0], profile_sort_key(kv[0][1]))):
         fig = Figure(figsize=(7.5, 4.6))
         ax = fig.add_subplot(111)
-        for method, gm in sorted(g.groupby("method"), key=lambda kv: C.method_sort_key(kv[0])):
+        for method, gm in sorted(g.groupby("method"), key=lambda kv: method_sort_key(kv[0])):
             _scatter_point(ax, method, seed_stats(gm["ops_m"]), seed_stats(gm["top1"]))
         title = f"Top-1 vs OPs — {dataset}, profile {profile}"
         out.append(_finish_scatter(fig, ax, "OPs (M) = FLOPs + BOPs / 64", title, profile,
@@ -153,10 +160,10 @@ def _top1_vs_ops(metrics: pd.DataFrame, plots_dir: Path) -> list[PlotInfo]:
     return out
 
 
-def _scatter_point(ax, method: str, x: C.Stats, y: C.Stats) -> None:
+def _scatter_point(ax, method: str, x: Stats, y: Stats) -> None:
     """One method: mean with seed-std error bars in both directions."""
     ax.errorbar(x.mean, y.mean, xerr=_err(x), yerr=_err(y), fmt=_marker(method), ms=7,
-                capsize=4, color=_color(method), label=f"{C.method_label(method)} (n={y.n})")
+                capsize=4, color=_color(method), label=f"{method_label(method)} (n={y.n})")
 
 
 def _finish_scatter(fig, ax, xlabel: str, title: str, profile: str, plots_dir: Path,
@@ -181,7 +188,7 @@ def _bar_panel(ax, labels, cells, metric, paper_vals, paper_label, amb_vals, amb
         if s.n == 0:
             ax.text(i, 2, "not run", ha="center", va="bottom", fontsize=8, color="0.4", rotation=90)
             continue
-        hatch = "//" if cell.source == C.MAIN_RUN_NOTE else None
+        hatch = "//" if cell.source == MAIN_RUN_NOTE else None
         ax.bar(i, s.mean, width=0.6, color="#4c72b0", alpha=0.85, hatch=hatch, edgecolor="white",
                yerr=_err(s), capsize=4, ecolor="black")
         ax.text(i, s.mean + (s.std if s.n >= 2 else 0) + 1.5, f"{s.mean:.1f}", ha="center",
@@ -210,14 +217,14 @@ def _measured_handles(any_main: bool):
     hs = [Patch(facecolor="#4c72b0", alpha=0.85, label="measured (mean ± std over seeds)")]
     if any_main:
         hs.append(Patch(facecolor="#4c72b0", alpha=0.85, hatch="//", edgecolor="white",
-                        label=f"measured: {C.MAIN_RUN_NOTE}"))
+                        label=f"measured: {MAIN_RUN_NOTE}"))
     return hs
 
 
 def _finish_bar_fig(fig, axes, title, cells, plots_dir: Path, name: str,
                     caption: str) -> PlotInfo:
     """Shared legend and title, then save the ablation figure as ``<name>.png``."""
-    handles = _measured_handles(any(c.source == C.MAIN_RUN_NOTE for c in cells.values()))
+    handles = _measured_handles(any(c.source == MAIN_RUN_NOTE for c in cells.values()))
     seen = {h.get_label() for h in handles}
     for ax in axes:
         for h, lab in zip(*ax.get_legend_handles_labels()):
@@ -234,15 +241,15 @@ def _finish_bar_fig(fig, axes, title, cells, plots_dir: Path, name: str,
 
 
 def _ablation_tangent_lr(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Path) -> list[PlotInfo]:
-    groups = C.tangent_lr_cells(metrics[metrics["stage"] == "train"])
+    groups = tangent_lr_cells(metrics[metrics["stage"] == "train"])
     if not groups:
         log.info("skipping plot ablation_tangent_lr: no Table 4.2 ablation train runs")
         return []
-    settings = {(False, False): C.SETTING_L_NONE, (True, True): C.SETTING_L_FULL}
+    settings = {(False, False): SETTING_L_NONE, (True, True): SETTING_L_FULL}
     out = []
     for (dataset, profile), cells in groups.items():
-        keys = list(C.TANGENT_LR_CELLS)
-        labels = [C.TANGENT_LR_LABELS[k].replace(" + ", " +\n") for k in keys]
+        keys = list(TANGENT_LR_CELLS)
+        labels = [TANGENT_LR_LABELS[k].replace(" + ", " +\n") for k in keys]
         fig = Figure(figsize=(9.5, 4.8))
         axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
         pds = "ImageNet"
@@ -250,13 +257,13 @@ def _ablation_tangent_lr(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: 
             pv, amb = [], []
             for k in keys:
                 if k in settings:
-                    r = C.paper_rows(paper, method="dcpnas", metric=metric, settings=[settings[k]])
+                    r = paper_rows(paper, method="dcpnas", metric=metric, settings=[settings[k]])
                     pv.append(float(r.iloc[0]["value"]) if not r.empty else None)
                     if not r.empty:
                         pds = r.iloc[0]["dataset"]
                     amb.append([])
                 else:
-                    r = C.paper_rows(paper, method="dcpnas", metric=metric, settings=[C.SETTING_L_ONE])
+                    r = paper_rows(paper, method="dcpnas", metric=metric, settings=[SETTING_L_ONE])
                     pv.append(None)
                     amb.append([float(v) for v in r["value"]])
             amb_vals = sorted({v for vs in amb for v in vs})
@@ -274,24 +281,24 @@ def _ablation_tangent_lr(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: 
 
 
 def _ablation_distance(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Path) -> list[PlotInfo]:
-    groups = C.distance_cells(metrics[metrics["stage"] == "train"])
+    groups = distance_cells(metrics[metrics["stage"] == "train"])
     if not groups:
         log.info("skipping plot ablation_distance: no Table 4.4 ablation train runs")
         return []
     out = []
     for (dataset, profile), cells in groups.items():
-        labels = [C.DISTANCE_LABELS[d] for d in C.DISTANCES]
+        labels = [DISTANCE_LABELS[d] for d in DISTANCES]
         fig = Figure(figsize=(9.0, 4.6))
         axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
         pds = "ImageNet"
         for ax, metric in zip(axes, ("top1", "top5")):
             pv = []
-            for d in C.DISTANCES:
-                r = C.paper_rows(paper, method="dcpnas", metric=metric, settings=[C.DISTANCE_SETTINGS[d]])
+            for d in DISTANCES:
+                r = paper_rows(paper, method="dcpnas", metric=metric, settings=[DISTANCE_SETTINGS[d]])
                 pv.append(float(r.iloc[0]["value"]) if not r.empty else None)
                 if not r.empty:
                     pds = r.iloc[0]["dataset"]
-            _bar_panel(ax, labels, [cells[d] for d in C.DISTANCES], metric, pv,
+            _bar_panel(ax, labels, [cells[d] for d in DISTANCES], metric, pv,
                        f"paper ({pds}, DCP-NAS-S, Table 4.4)", [[] for _ in pv], "",
                        "distance D (Child gradient vs Parent tangent)")
         title = f"Ablation, Table 4.4 (distance D) — {dataset}, profile {profile}" + _subtitle(profile)

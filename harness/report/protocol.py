@@ -1,7 +1,7 @@
 """The NAS-reproduction protocol in the report's tables (Yang et al., ICLR 2020; Li and
 Talwalkar, UAI 2019; Lindauer and Hutter, JMLR 2020): which protocol a row's numbers follow,
 best-of-N apart from the mean, the relative improvement over random architectures, the skip
-counts of the found cells (counted in ``harness.claims``, whose collapse claim K1 uses them too),
+counts of the found cells (counted in ``selection``, whose collapse claim K1 uses them too),
 and the end-to-end cost of a method.
 
 Every function takes the frames of ``harness.report.load_metrics`` (one row per metrics file).
@@ -12,8 +12,9 @@ import math
 from pathlib import PurePath
 
 import pandas as pd
+from harness.report.selection import collapsed
+from harness.report.stats import Stats, fmt_num, fmt_stats, seed_stats
 
-from harness.claims import Stats, collapsed, fmt_num, fmt_stats, seed_stats
 
 INDEPENDENT = "independent searches, each retrained once"
 SAME_SEARCH = "one search retrained several times"
