@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from backbones.search.base import all_reduce_values
+from backbones.distributed import all_reduce_values
 
 
 def correct_topk(logits: Tensor, target: Tensor, topk: Sequence[int] = (1,)) -> list[int]:

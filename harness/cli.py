@@ -69,7 +69,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> None:
-    from harness.dist_utils import is_main
+    from backbones.distributed import is_main
     from harness.stages.search import run_search
     m = run_search(_params(args), args.method, args.seed, console=console)
     if is_main():
@@ -78,7 +78,7 @@ def cmd_search(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from harness.dist_utils import is_main
+    from backbones.distributed import is_main
     from harness.stages.train import run_train
     m = run_train(_params(args), args.method, args.seed,
                   genotype_path=Path(args.genotype) if args.genotype else None, console=console)
@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[bold red]error:[/] {escape(str(storage_error_from(exc)))}", soft_wrap=True)
         return 1
     finally:
-        from harness.dist_utils import shutdown
+        from backbones.distributed import shutdown
         shutdown()
     return 0
 

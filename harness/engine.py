@@ -22,8 +22,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
 from backbones.atomic import CheckpointError, atomic_torch_save, safe_torch_load
-from backbones.search.base import all_reduce_values
-from harness import dist_utils
+from backbones.distributed import all_reduce_values
+from backbones import distributed as dist_utils
 from harness.provenance import changed_parts
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
-_COMMON = ("backbones", "harness/engine.py", "harness/data.py", "harness/accel.py",
+_COMMON = ("backbones", "harness/engine.py", "harness/data", "harness/accel.py",
            "harness/stages/common.py")
 #: the code each stage runs, relative to the repository root (folders: every file inside);
 #: dvc.yaml lists the same paths as the stage's code deps

@@ -466,9 +466,10 @@ def test_package_sources_load_nothing_unsafely() -> None:
     found = [hit for p in files for hit in unsafe_calls(p.read_text(), str(p.relative_to(REPO)))]
     assert found == [], "unsafe deserialization or eval/exec:\n" + "\n".join(found)
     # the one unpickler in the package is the restricted CIFAR one, and it is what reads CIFAR
-    data = (REPO / "harness" / "data.py").read_text()
-    assert "class _RestrictedUnpickler(pickle.Unpickler)" in data
-    assert "_RestrictedUnpickler(f, encoding=\"bytes\").load()" in data
+    unpickle = (REPO / "harness" / "data" / "unpickle.py").read_text()
+    assert "class _RestrictedUnpickler(pickle.Unpickler)" in unpickle
+    assert "_RestrictedUnpickler(fh, encoding=\"bytes\").load()" in unpickle
+    assert "restricted_load(f)" in (REPO / "harness" / "data" / "cifar.py").read_text()
 
 
 @pytest.mark.parametrize("section, key, value", [
@@ -556,8 +557,9 @@ def test_interrupted_cifar_generation_is_not_read(tmp_path: Path,
     """A prepare killed between batch files leaves its marker: no loader reads a folder of old
     and new batches side by side."""
     from harness import data as D
+    from harness.data import synthetic
     calls = {"n": 0}
-    real = D.atomic_write_bytes
+    real = synthetic.atomic_write_bytes
 
     def dies_on_third(path, payload):  # type: ignore[no-untyped-def]
         calls["n"] += 1
@@ -565,7 +567,7 @@ def test_interrupted_cifar_generation_is_not_read(tmp_path: Path,
             raise KeyboardInterrupt
         real(path, payload)
 
-    monkeypatch.setattr(D, "atomic_write_bytes", dies_on_third)
+    monkeypatch.setattr(synthetic, "atomic_write_bytes", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
         D.generate_cifar_like(tmp_path, n_train=20, n_test=5)
     monkeypatch.undo()

@@ -49,7 +49,8 @@ def _eval_rank(rank: int, port: int, folder: str) -> None:
 
     import torch.distributed as dist
 
-    from harness.data import DataConfig, _loader
+    from harness.data import DataConfig
+    from harness.data.loaders import _loader
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:

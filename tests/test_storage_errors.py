@@ -165,7 +165,7 @@ def test_search_survives_a_full_disk(where: str, write_names: list[str], tmp_pat
 
 def test_cifar_file_that_cannot_be_read_is_one_line(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    import harness.data as data
+    import harness.data.cifar as data
     from harness.data import generate_cifar_like
     folder = generate_cifar_like(tmp_path, n_train=20, n_test=10)
     path = folder / "test_batch"
@@ -174,7 +174,7 @@ def test_cifar_file_that_cannot_be_read_is_one_line(tmp_path: Path,
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", str(p))
     monkeypatch.setattr(data, "open", vanished, raising=False)
     with pytest.raises(StorageError) as info:
-        data._load_pickle(path)
+        data.load_pickle(path)
     assert str(info.value).startswith(f"cannot read {path}: No such file or directory (ENOENT)")
 
 

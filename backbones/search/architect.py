@@ -11,7 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from backbones.search.base import Batch, average_gradients
+from backbones.distributed import average_gradients
+from backbones.search.base import Batch
 from backbones.supernet import Supernet
 
 

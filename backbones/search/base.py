@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from backbones.distributed import world_size
 from backbones.genotypes import Genotype
 from backbones.names import Registry, UnknownNameError
 from backbones.settings import (Count, Fraction, NonNegativeFloat, NonNegativeInt,
@@ -86,42 +85,6 @@ class SearchContext:
     @property
     def distributed(self) -> bool:
         return world_size() > 1
-
-
-def world_size() -> int:
-    """Processes in the default process group; 1 when none is initialised."""
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def rank() -> int:
-    """This process's rank in the default process group; 0 when none is initialised."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def average_gradients(params: Iterable[nn.Parameter]) -> None:
-    """All-reduce (mean) the gradients across ranks, so that weights and alpha take identical
-    steps on every rank: the data-parallel part of DDP, done by hand because a bi-level search
-    updates two parameter groups on two different batches per step."""
-    world = world_size()
-    if world == 1:
-        return
-    for p in params:
-        if p.grad is not None:
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-            p.grad.div_(world)
-
-
-def all_reduce_values(values: list[float], op: str = "sum") -> list[float]:
-    """Reduce Python numbers over ranks, element-wise: ``sum`` (counts of an evaluation split
-    unevenly across ranks) or ``max`` (a stop flag any rank may raise). One collective; the
-    values go through the device the backend needs (CUDA for nccl)."""
-    if world_size() == 1:
-        return [float(v) for v in values]
-    t = torch.tensor([float(v) for v in values], dtype=torch.float64)
-    if dist.get_backend() == "nccl":
-        t = t.cuda()
-    dist.all_reduce(t, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
-    return t.cpu().tolist()
 
 
 class SearchMethod(ABC):

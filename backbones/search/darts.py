@@ -29,9 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from backbones.genotypes import NUM_EDGES, STEPS, Genotype, parse_alphas
-from backbones.search.architect import make_arch_optimizer, make_weight_optimizer
-from backbones.search.base import (Batch, CommonSearchConfig, SearchContext, SearchMethod,
-                                   average_gradients, register_search_method)
+from backbones.distributed import average_gradients
+from backbones.search.base import Batch, CommonSearchConfig, register_search_method
 from backbones.search.direct import SupernetSearch
 from backbones.settings import Count, NonNegativeFloat, NonNegativeInt, PositiveFloat
 from backbones.supernet import SearchCell, Supernet

@@ -56,17 +56,17 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from backbones.binary import reconstruction_loss
+from backbones.distributed import average_gradients, mean_over_ranks, rank
 from backbones.genotypes import Genotype
 from backbones.search import tangent as tp
 from backbones.search.architect import (make_arch_optimizer, make_weight_optimizer, set_lr,
                                         weight_step)
 from backbones.search.base import (Batch, CommonSearchConfig, SearchContext, SearchMethod,
-                                   average_gradients, rank, register_search_method, world_size)
+                                   register_search_method)
 from backbones.settings import Count, Fraction, NonNegativeFloat, PositiveFloat
 from backbones.supernet import Supernet
 
@@ -157,17 +157,6 @@ def _eager_if_twice(second_order: str, use_d: bool) -> contextlib.AbstractContex
     differentiates nothing twice)."""
     twice = use_d and second_order in tp.TWICE_DIFFERENTIATED
     return torch.compiler.set_stance("force_eager") if twice else contextlib.nullcontext()
-
-
-def _mean_over_ranks(tensors: list[Tensor]) -> list[Tensor]:
-    """All-reduce mean of a list of tensors (copies; the inputs are left alone)."""
-    out = [t.detach().clone() for t in tensors]
-    world = world_size()
-    if world > 1:
-        for t in out:
-            dist.all_reduce(t)
-            t.div_(world)
-    return out
 
 
 @register_search_method
@@ -353,7 +342,7 @@ class DCPNAS(SearchMethod):
             parent_loss = F.cross_entropy(logits_pt, yt)
             weight_step(parent, p_weights, self.p_wopt, parent_loss, cfg.grad_clip)
         if take_tangent:                                     # same batch as the Child's pass
-            tangent = [-g for g in _mean_over_ranks(
+            tangent = [-g for g in mean_over_ranks(
                 [torch.zeros_like(a) if a.grad is None else a.grad for a in p_arch])]
             for a in p_arch:
                 a.grad = None
@@ -367,7 +356,7 @@ class DCPNAS(SearchMethod):
         (Eq. 4.33); ``logits`` are the Child's on batch ``x`` (graph kept). ``g_kl`` must carry
         its graph when second_order == "exact"."""
         c_arch = self.child.arch_parameters()
-        g = [-x for x in _mean_over_ranks(g_kl)]             # dG/dalpha_hat, all ranks
+        g = [-x for x in mean_over_ranks(g_kl)]             # dG/dalpha_hat, all ranks
         d, v = tp.distance_and_direction(tp.flat(g), tp.flat(tangent), self.cfg.distance)
         v = tp.unflat(v, c_arch)
         if self.cfg.second_order == "exact":                 # H_G v = -H_KL v

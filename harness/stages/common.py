@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from backbones.atomic import atomic_write_json
-from harness import dist_utils
+from backbones import distributed as dist_utils
 from harness.config import Params
 from harness.data import DataConfig
 from harness.provenance import data_digest, provenance

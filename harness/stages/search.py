@@ -19,7 +19,7 @@ from backbones.atomic import atomic_write_text
 from backbones.binary import weight_binarizer
 from backbones.genotypes import Genotype
 from backbones.search.base import SearchContext, SearchMethod, get_search_method
-from harness import dist_utils
+from backbones import distributed as dist_utils
 from harness.accel import compile_modules, setup_device
 from harness.config import Params, SearchSection, method_config
 from harness.records import SearchRecord

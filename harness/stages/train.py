@@ -26,7 +26,7 @@ from backbones.binary import set_weight_binarization, weight_binarizer
 from backbones.genotypes import PUBLISHED, Genotype
 from backbones.registry import BACKBONES, create_backbone
 from backbones.evaluation import evaluate
-from harness import dist_utils
+from backbones import distributed as dist_utils
 from harness.accel import autocast, prepare_module, setup_device, to_device
 from harness.config import ConfigError, KDSection, Params, TrainSection
 from harness.costs import device_info, model_cost, run_cost
