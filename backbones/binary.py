@@ -1,7 +1,7 @@
 """1-bit primitives shared by every binary op (search supernet and final network alike).
 
 Conventions follow the official DCP-NAS code (YanjingLi0202/DCP-NAS, ``binary/MConv_new.py``,
-``binary/MFunction_new.py``; ../shared/docs/REFERENCE.md section 3):
+``binary/MFunction_new.py``; docs/network.md):
 - activations: sign(x) forward, Bi-Real piecewise-quadratic gradient backward;
 - weights, selectable per network (``weight_binarizer``):
   ``official``: sign(w) * 0.02 * |M| with a learnable per-output-channel M (MConv_new), and the

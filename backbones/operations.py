@@ -1,7 +1,7 @@
 """The 8 candidate ops of the DARTS space, each in a real-valued and a 1-bit variant.
 
 Real ops are DARTS' (ReLU -> conv -> BN). Binary ops are the official DCP-NAS retraining layout
-(``models/darts_ops_step2_sc_out.py`` of YanjingLi0202/DCP-NAS; ../shared/docs/REFERENCE.md 3),
+(``models/darts_ops_step2_sc_out.py`` of YanjingLi0202/DCP-NAS; docs/network.md),
 used alike by the 1-bit Child supernet and the final network:
 - a dil/sep half: BN -> depthwise conv (binary weights, real input) -> BN -> PReLU -> pointwise
   conv (binary weights, binary input) -> BN -> (+ identity shortcut when stride 1) -> PReLU;

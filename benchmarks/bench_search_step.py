@@ -59,7 +59,7 @@ LABELS = {"direct_bnas": "Direct BNAS", "darts": "DARTS (1st order)",
           "darts_2nd": "DARTS (2nd order)", "pcdarts": "PC-DARTS (1-bit)", "cpnas": "CP-NAS",
           "dcpnas": "DCP-NAS", "retrain": "retraining step (1-bit DARTS_V2 cells)"}
 TARGETS = (("darts", 1.5), ("darts_2nd", 0.5))  # DCP-NAS / X <= target
-#: Table 4.3 (REFERENCE.md): search cost with the exact second order vs the GGN approximation
+#: Table 4.3 (docs/papers.md): search cost with the exact second order vs the GGN approximation
 PAPER_EXACT_GGN = (27.9, 2.9)
 
 

@@ -252,7 +252,7 @@ class ReidSection(Settings):
 
 
 class PaperSizeSection(Settings):
-    """The network size `harness deploy --paper-size` builds (DCP-NAS-L: REFERENCE.md 3)."""
+    """The network size `harness deploy --paper-size` builds (DCP-NAS-L: docs/network.md)."""
     C: Count = 108
     layers: Count = 10
     stem: Literal["cifar", "imagenet"] = "imagenet"

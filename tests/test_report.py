@@ -24,9 +24,7 @@ from harness.report.vocabulary import (ABLATION_RUN_NOTE, CANNOT_SAY, CONTRADICT
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_CSV = REPO / "results" / "paper_numbers.csv"
-ALGORITHM_MD = [REPO / "docs" / "ALGORITHM.md", Path("/work/shared/docs/ALGORITHM.md")]
-REFERENCE_MD = [REPO.parent / "shared" / "docs" / "REFERENCE.md",
-                Path("/work/shared/docs/REFERENCE.md")]
+PAPERS_MD = REPO / "docs" / "papers.md"
 
 GPU = {"device": "cuda:NVIDIA H100", "device_kind": "gpu"}
 CPU = {"device": "cpu", "device_kind": "cpu"}
@@ -42,7 +40,7 @@ ABL44 = {"l1": 12.5, "cosine": 11.0}
 
 def _fmt(vals, spec=".2f"):
     if len(vals) == 1:
-        return f"{format(vals[0], spec)} (n=1)"
+        return format(vals[0], spec)
     return f"{format(statistics.mean(vals), spec)} ± {format(statistics.stdev(vals), spec)}"
 
 
@@ -124,6 +122,8 @@ def test_tables_written(built):
 
 def test_classification_cells(built):
     cls = built[0]["classification"]
+    vs = built[0]["classification_vs_paper"]
+    assert not {"device", "paper top-1 % (dataset, source)"} & set(cls.columns)   # one screen
     # ablation runs are separate rows (variant), never pooled with the main run
     assert len(cls) == 2 + 3 + 2
     cp = _row(cls, method="cpnas", variant="main", dataset="cifar10", profile="real-subset")
@@ -131,6 +131,8 @@ def test_classification_cells(built):
     assert cp["top-1 (%)"] == _fmt(TOP1["cpnas"])
     assert cp["top-5 (%)"] == _fmt(TOP5["cpnas"])
     assert cp["search cost"] == _fmt(COST["cpnas"], ".3g") + " GPU-days"
+    cp = _row(vs, method="cpnas", variant="main", dataset="cifar10", profile="real-subset")
+    assert cp["top-1 (%)"] == _fmt(TOP1["cpnas"])
     assert "95.27 (CIFAR-10, CP-NAS IJCAI 2020)" in cp["paper top-1 % (dataset, source)"]
     assert "64.3 (ImageNet" in cp["paper top-1 % (dataset, source)"]
     d = statistics.mean(TOP1["cpnas"]) - 95.27
@@ -140,19 +142,21 @@ def test_classification_cells(built):
     # the third-party 33.5% error is shown as 66.5% top-1
     assert "66.5 (ImageNet, third-party table" in cp["paper top-1 % (dataset, source)"]
 
+    dv = _row(vs, method="dcpnas", variant="main")
+    assert "72.4 (ImageNet" in dv["paper top-1 % (dataset, source)"]
+    assert "63.0 (ImageNet" in dv["paper top-1 % (dataset, source)"]
+    assert dv["Δ top-1 (measured − paper)"].startswith("n/a (measured on cifar10, paper on ImageNet")
     dc = _row(cls, method="dcpnas", variant="main")
     assert dc["top-1 (%)"] == _fmt(TOP1["dcpnas"])
-    assert "72.4 (ImageNet" in dc["paper top-1 % (dataset, source)"]
-    assert "63.0 (ImageNet" in dc["paper top-1 % (dataset, source)"]
-    assert dc["Δ top-1 (measured − paper)"].startswith("n/a (measured on cifar10, paper on ImageNet")
     assert dc["OPs (M)"] == "190 ± 0"
     assert dc["params (M)"] == _fmt([4.1, 4.2], ".3g")
 
     l1 = _row(cls, method="dcpnas", variant="T4.4: distance L1")
-    assert l1["top-1 (%)"] == "12.50 (n=1)"
+    assert l1["top-1 (%)"] == "12.50"
+    assert l1["search cost"] == "— (no search run)"
+    l1 = _row(vs, method="dcpnas", variant="T4.4: distance L1")
     assert "62.7 (ImageNet" in l1["paper top-1 % (dataset, source)"]
     assert l1["Δ top-1 (measured − paper)"] == "n/a (smoke data)"
-    assert l1["search cost"] == "— (no search run)"
 
 
 def test_search_cost_table(built):
@@ -194,17 +198,17 @@ def test_ablation_tables(built):
     fn = _row(t44, distance="F-norm")
     assert fn["measured from"] == NOT_RUN_NOTE and fn["top-1 (%)"] == "not run"
     cos = _row(t44, distance="cosine")
-    assert cos["top-1 (%)"] == "11.00 (n=1)"
+    assert cos["top-1 (%)"] == "11.00"
     assert cos["paper top-1 % (dataset, source)"].startswith("62.5 (ImageNet")
     assert cos["Δ top-1 (measured − paper)"] == "n/a (smoke data)"
 
 
 def test_transfer_tables(built):
     det = _row(built[0]["detection"], backbone="bireal_resnet18")
-    assert det["detector"] == "faster_rcnn" and det["bbox mAP (%)"] == "1.25 (n=1)"
-    assert det["bbox mAP@50 (%)"] == "3.50 (n=1)"
+    assert det["detector"] == "faster_rcnn" and det["bbox mAP (%)"] == "1.25"
+    assert det["bbox mAP@50 (%)"] == "3.50"
     reid = _row(built[0]["reid"], backbone="bireal_resnet18")
-    assert reid["loss"] == "softmax" and reid["Rank-10 (%)"] == "20.00 (n=1)"
+    assert reid["loss"] == "softmax" and reid["Rank-10 (%)"] == "20.00"
 
 
 # ------------------------------------------------------------------------------ plots
@@ -280,7 +284,7 @@ def test_compare_rules():
     assert compare_greater(seed_stats([80.0, 80.2]), a, "A", "B")[0] == CONTRADICTS
     s = seed_stats([1.0, 2.0, 4.0])
     assert math.isclose(s.std, statistics.stdev([1.0, 2.0, 4.0]))
-    assert fmt_stats(seed_stats([3.0])) == "3.00 (n=1)"
+    assert fmt_stats(seed_stats([3.0])) == "3.00"
 
 
 # ------------------------------------------------------------------------------ errors
@@ -384,12 +388,11 @@ def test_paper_numbers_csv():
     dl = t43[(t43["method"] == "dcpnas") & (t43["metric"] == "search_cost")]
     assert sorted(dl["value"]) == [2.9, 2.9, 27.9, 27.9]
     assert dl["source"].str.contains("AMBIGUOUS").all()
-    # every number is quoted in ALGORITHM.md or REFERENCE.md (when the documents are available)
-    docs = [p for p in ALGORITHM_MD + REFERENCE_MD if p.is_file()]
-    if docs:
-        text = "\n".join(p.read_text() for p in docs)
-        for r in df.itertuples():
-            assert r.value_text in text, (r.method, r.metric, r.value_text)
+    # every number is quoted in docs/papers.md, and every source cited is in the repository
+    text = PAPERS_MD.read_text()
+    for r in df.itertuples():
+        assert r.value_text in text, (r.method, r.metric, r.value_text)
+    assert not df["source"].str.contains("ALGORITHM.md|REFERENCE.md|shared/").any()
 
 
 def test_stale_outputs_removed(tmp_path):
@@ -409,6 +412,7 @@ def test_stale_outputs_removed(tmp_path):
 
 def test_claims_paper_profile_and_cross_dataset_search(tmp_path):
     from harness.report import build_classification
+    from harness.report.tables import build_classification_vs_paper
 
     runs = tmp_path / "runs"
     recs = [_train("cpnas", 0, 95.0, 99.0, profile="paper", dataset="cifar10"),
@@ -442,7 +446,8 @@ def test_claims_paper_profile_and_cross_dataset_search(tmp_path):
     # train on imagenet, searched on cifar10 only: the search cost is used and labelled
     cls = build_classification(metrics, paper)
     dc = _row(cls, method="dcpnas")
-    assert dc["search cost"] == f"{COST['dcpnas'][0]:.3g} (n=1) GPU-days (searched on cifar10)"
+    assert dc["search cost"] == f"{COST['dcpnas'][0]:.3g} GPU-days (searched on cifar10)"
+    dc = _row(build_classification_vs_paper(metrics, paper), method="dcpnas")
     assert dc["Δ top-1 (measured − paper)"] == (f"{statistics.mean([60.0, 60.4]) - 72.4:+.2f} vs 72.4 "
                                                 f"(DCP-NAS-L); {statistics.mean([60.0, 60.4]) - 63.0:+.2f}"
                                                 " vs 63.0 (DCP-NAS-S)")

@@ -76,7 +76,7 @@ class DCPNASConfig(CommonSearchConfig):
 
     The defaults are the published method (the book's §4.4): GGN second order, D weighted 5e-3
     and L_R 0.2, decoupled optimization on. Naming: ``lambda_r`` weighs the reconstruction
-    error L_R and ``mu`` the tangent distance D, as in docs/ALGORITHM.md; the book's Eq. 4.32
+    error L_R and ``mu`` the tangent distance D, as in docs/methods.md; the book's Eq. 4.32
     uses the letters the other way round (-G + lambda D + mu L_R)."""
 
     #: tangent propagation: the distance term mu * D(alpha_hat) (False = CP-NAS-like Child)

@@ -219,10 +219,10 @@ def transfer_claim(metrics: pd.DataFrame) -> ClaimResult:
         parts.append(f"{name} measured on {', '.join(sorted(set(d['dataset'])))} "
                      f"(mean {s.mean:.2f} over {s.n} run{'s' if s.n != 1 else ''})")
     if parts:
-        why = ("ALGORITHM.md gives no reference numbers for detection / re-ID to compare with; "
+        why = ("the papers give no readable reference numbers for detection / re-ID to compare with; "
                + "; ".join(parts))
     else:
         why = "not run (no detect / reid metrics files)"
     return ClaimResult("X1", "DCP-NAS backbones transfer to object detection and person re-ID",
-                       "Li et al., DCP-NAS, IJCV 2023 (as summarised in docs/ALGORITHM.md)",
+                       "Li et al., DCP-NAS, IJCV 2023 (docs/papers.md)",
                        CANNOT_SAY, one_line(why))

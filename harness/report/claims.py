@@ -1,7 +1,7 @@
 """Verdicts on the papers' claims, judged from the harness' metrics files alone.
 
 Every claim of CP-NAS (Zhuo et al., IJCAI 2020) and DCP-NAS (Li et al., IJCV 2023) that
-docs/ALGORITHM.md quotes gets one verdict: ``supports``, ``contradicts`` or ``cannot say``,
+docs/papers.md lists gets one verdict: ``supports``, ``contradicts`` or ``cannot say``,
 plus a one-line reason. The reference numbers come from ``results/paper_numbers.csv``
 (never from this module). The rules, applied literally:
 
@@ -43,7 +43,7 @@ from harness.report.vocabulary import BASELINES, VERDICTS
 
 
 def evaluate_claims(metrics: pd.DataFrame, paper: pd.DataFrame) -> list[ClaimResult]:
-    """One verdict per claim quoted in docs/ALGORITHM.md.
+    """One verdict per claim of docs/papers.md.
 
     ``metrics`` is the frame of ``harness.report.load_metrics``; ``paper`` the frame of
     ``harness.report.load_paper_numbers``."""
@@ -54,11 +54,11 @@ def evaluate_claims(metrics: pd.DataFrame, paper: pd.DataFrame) -> list[ClaimRes
     out: list[ClaimResult] = []
     v, why = ranking_claim(train_main, "dcpnas", ["cpnas"])
     out.append(ClaimResult("R1", "DCP-NAS reaches a higher top-1 than CP-NAS (same dataset and profile)",
-                           "Li et al., DCP-NAS, IJCV 2023 (ALGORITHM.md)", v, why))
+                           "Li et al., DCP-NAS, IJCV 2023 (docs/papers.md)", v, why))
     v, why = ranking_claim(train_main, "dcpnas", BASELINES)
     out.append(ClaimResult("R2", "DCP-NAS reaches a higher top-1 than every baseline run "
                                  "(direct BNAS, DARTS, PC-DARTS, random, ...; same dataset and profile)",
-                           "Li et al., DCP-NAS, IJCV 2023 (ALGORITHM.md)", v, why))
+                           "Li et al., DCP-NAS, IJCV 2023 (docs/papers.md)", v, why))
     out.extend(ablation_claims(train, paper))
     out.extend(absolute_claims(paper, train_main))
     out.extend(memory_claims(paper, train_main))

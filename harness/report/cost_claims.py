@@ -42,12 +42,12 @@ def search_cost_claims(paper: pd.DataFrame, search_main: pd.DataFrame) -> list[C
             for (dataset, profile, munit), g in _search_groups(runs):
                 s = seed_stats(g["search_cost_value"])
                 groups.append(ClaimGroup(f"{dataset}/{profile}", profile_rank(profile), CANNOT_SAY,
-                                     f"the paper's unit ('{unit}') is not given in ALGORITHM.md",
+                                     f"the paper's unit ('{unit}') is not given in the paper (docs/papers.md)",
                                      f"measured {fmt_stats(s, '.3g')} {munit}"))
             v, why = aggregate(groups, f"no {method} search run; and the paper's unit is not given")
             if not groups:
                 why = one_line(f"not run (no {method} search run); the paper's unit is also "
-                                "not given in ALGORITHM.md")
+                                "not given in the paper (docs/papers.md)")
             out.append(ClaimResult(f"S{i}", text, str(row["source"]), v, why))
             continue
         runs = runs_on(search_main, method, pds)

@@ -38,11 +38,12 @@ def seed_stats(values: Iterable) -> Stats:
 
 
 def fmt_stats(s: Stats, spec: str = ".2f") -> str:
-    """'mean ± std' (n >= 2), 'value (n=1)', or '—' when there is no value."""
+    """'mean ± std' (n >= 2), the value (n = 1: the table's "n seeds" says so), or '—' when
+    there is no value."""
     if s.n == 0:
         return "—"
     if s.n == 1:
-        return f"{format(s.mean, spec)} (n=1)"
+        return format(s.mean, spec)
     return f"{format(s.mean, spec)} ± {format(s.std, spec)}"
 
 
