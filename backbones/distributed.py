@@ -6,6 +6,7 @@ the same architecture."""
 from __future__ import annotations
 
 import os
+import platform
 from collections.abc import Iterable
 
 import torch
@@ -42,6 +43,14 @@ def device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
+
+
+def describe_device(device: torch.device) -> tuple[str, str]:
+    """(description, kind) of where a run computes, one format for every record:
+    ('cuda:NVIDIA H100', 'gpu') or ('cpu:x86_64 2 threads', 'cpu')."""
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}", "gpu"
+    return f"cpu:{platform.machine()} {torch.get_num_threads()} threads", "cpu"
 
 
 def shutdown() -> None:

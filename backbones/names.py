@@ -3,12 +3,14 @@ one did-you-mean hint of every "unknown name" error.
 
 A ``Registry`` maps names to objects of one kind, filled by a ``register`` decorator (timm's
 model registry, mmengine's "register a class, configure by dict", in small). The built-ins
-register themselves when their package is imported: ``backbones`` imports its zoo,
-``backbones.search`` its method modules, so no lookup has to remember to load them.
+register themselves when their modules are imported; a registry imports them (``builtins``) on
+its first lookup, so no caller has to remember to, and importing a light module of the package
+(``backbones.atomic`` for the report) does not build the whole model zoo.
 """
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
@@ -31,9 +33,18 @@ class UnknownNameError(KeyError):
 class Registry(Generic[T]):
     """Names -> objects of one ``kind``; ``error`` is the exception an unknown name raises."""
 
-    def __init__(self, kind: str, error: type[UnknownNameError] = UnknownNameError) -> None:
-        self.kind, self.error = kind, error
+    def __init__(self, kind: str, error: type[UnknownNameError] = UnknownNameError,
+                 builtins: tuple[str, ...] = ()) -> None:
+        self.kind, self.error, self.builtins = kind, error, builtins
         self._items: dict[str, T] = {}
+        self._loaded = not builtins
+
+    def _load(self) -> None:
+        """Import the modules that register the built-ins (once, on the first lookup)."""
+        if not self._loaded:
+            self._loaded = True
+            for module in self.builtins:
+                importlib.import_module(module)
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
         """Decorator: register ``obj`` under ``name`` (default: its ``__name__``). Registering
@@ -49,6 +60,7 @@ class Registry(Generic[T]):
     def get(self, name: str, also: str = "") -> T:
         """The object named ``name``; an unknown name raises ``error`` listing the valid names
         (and ``also``, other accepted forms) with the closest one."""
+        self._load()
         if name not in self._items:
             valid = f"{self.names()}" + (f" or {also}" if also else "")
             raise self.error(f"unknown {self.kind} {name!r}: expected one of {valid}"
@@ -56,12 +68,15 @@ class Registry(Generic[T]):
         return self._items[name]
 
     def find(self, name: str) -> T | None:
+        self._load()
         return self._items.get(name)
 
     def names(self) -> list[str]:
+        self._load()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:

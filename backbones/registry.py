@@ -28,8 +28,9 @@ class UnknownBackboneError(UnknownNameError):
     """An unknown backbone or genotype name."""
 
 
-#: backbone factories by name; the built-ins register when ``backbones`` is imported (zoo.py)
-BACKBONES: Registry[BackboneFactory] = Registry("backbone", UnknownBackboneError)
+#: backbone factories by name; the built-ins (zoo.py) register on the first lookup
+BACKBONES: Registry[BackboneFactory] = Registry("backbone", UnknownBackboneError,
+                                                builtins=("backbones.zoo",))
 #: genotypes by name: the published cells, and any a user registers
 GENOTYPES: Registry[Genotype] = Registry("genotype", UnknownBackboneError)
 for _name, _genotype in PUBLISHED.items():

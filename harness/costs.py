@@ -11,7 +11,6 @@ Conventions (those of the binary-network literature, e.g. Bi-Real Net, ReActNet)
 """
 from __future__ import annotations
 
-import platform
 import resource
 from dataclasses import dataclass
 
@@ -72,13 +71,6 @@ def model_cost(model: nn.Module, input_size: tuple[int, ...]) -> ModelCost:
     bits = binary_weights + 32 * (params - binary_weights + extra_scales)
     return ModelCost(params_m=params / 1e6, flops_m=flops / 1e6, bops_m=bops / 1e6,
                      ops_m=(flops + bops / 64) / 1e6, memory_mbit=bits / 1e6)
-
-
-def device_info(device: torch.device) -> tuple[str, str]:
-    """(description, kind): e.g. ('cuda:NVIDIA H100', 'gpu') or ('cpu:x86_64 2 threads', 'cpu')."""
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}", "gpu"
-    return f"cpu:{platform.machine()} {torch.get_num_threads()} threads", "cpu"
 
 
 def run_cost(seconds: float, device_kind: str, world_size: int) -> tuple[float, str]:

@@ -146,8 +146,11 @@ class UnknownMethodError(UnknownNameError):
     """An unknown search method name."""
 
 
-#: search methods by name; the built-ins register when ``backbones.search`` is imported
-SEARCH_METHODS: Registry[type[SearchMethod]] = Registry("search method", UnknownMethodError)
+#: search methods by name; the built-ins (one module each) register on the first lookup
+SEARCH_METHODS: Registry[type[SearchMethod]] = Registry(
+    "search method", UnknownMethodError,
+    builtins=tuple(f"backbones.search.{m}" for m in ("cpnas", "darts", "dcpnas", "direct",
+                                                      "random_search")))
 
 
 def register_search_method(cls: type[SearchMethod]) -> type[SearchMethod]:

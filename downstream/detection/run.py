@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from backbones.atomic import CheckpointError, atomic_write_json
+from backbones.distributed import describe_device
 from backbones.genotypes import GenotypeError
 from backbones.registry import UnknownBackboneError
 from harness.records import DetectRecord, Provenance, write_record
@@ -303,9 +304,7 @@ def _device(model: torch.nn.Module) -> tuple[str, str]:
         dev = next(model.parameters()).device
     except StopIteration:
         dev = torch.device("cpu")
-    if dev.type == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(dev)})", "gpu"
-    return dev.type, "cpu" if dev.type == "cpu" else "gpu"
+    return describe_device(dev)
 
 
 def _label(backbone: str) -> str:

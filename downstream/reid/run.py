@@ -38,6 +38,7 @@ import torch
 import yaml
 
 from backbones.atomic import CheckpointError, atomic_torch_save, safe_torch_load
+from backbones.distributed import describe_device
 from harness.engine import check_finite, rng_state, set_rng_state
 from harness.provenance import (changed_parts, data_digest, file_sha256,
                                 fingerprint as fingerprint_of, now_iso, provenance)
@@ -277,12 +278,12 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
         if engine.writer is not None:
             engine.writer.close()
 
+    where, kind = describe_device(torch.device("cuda", 0) if use_gpu else torch.device("cpu"))
     record = ReidRecord(
         method=method or backbone, seed=seed, dataset=dataset_label or dataset, loss=loss,
         mAP=result["mAP"], rank1=result["rank1"], rank5=result["rank5"],
         rank10=result["rank10"], train_seconds=round(train_seconds, 3),
-        device=torch.cuda.get_device_name(0) if use_gpu else "cpu",
-        device_kind="gpu" if use_gpu else "cpu", profile=profile,
+        device=where, device_kind=kind, profile=profile,
         # descriptive extras
         backbone=backbone, max_epoch=max_epoch, num_params=count_parameters(model),
         num_train_ids=int(datamanager.num_train_pids), num_query=result["num_query"],

@@ -23,7 +23,7 @@ from backbones import distributed as dist_utils
 from harness.accel import compile_modules, setup_device
 from harness.config import Params, SearchSection, method_config
 from harness.records import SearchRecord
-from harness.costs import device_info, peak_memory_mb, reset_peak_memory, run_cost
+from harness.costs import peak_memory_mb, reset_peak_memory, run_cost
 from harness.data import SampleSpec, build_search_loaders, infer_num_classes
 from harness.engine import run_loop, set_loader_epoch
 from harness.provenance import digest_of, fingerprint as stage_fingerprint, now_iso
@@ -238,7 +238,7 @@ def _search(params: Params, method: str, method_cls: type[SearchMethod], cfg: An
         steps, step_seconds = 0, 0.0
     genotype = searcher.genotype()
     cell = cell_summary(genotype, params, num_classes)
-    desc, kind = device_info(device)
+    desc, kind = dist_utils.describe_device(device)
     cost, unit = run_cost(seconds, kind, dist_utils.world_size())
     peak, peak_kind = peak_memory_mb(device)
     record = SearchRecord(

@@ -29,7 +29,7 @@ from backbones.evaluation import evaluate
 from backbones import distributed as dist_utils
 from harness.accel import autocast, prepare_module, setup_device, to_device
 from harness.config import ConfigError, KDSection, Params, TrainSection
-from harness.costs import device_info, model_cost, run_cost
+from harness.costs import model_cost, run_cost
 from harness.data import build_train_loaders
 from harness.engine import run_loop, set_loader_epoch
 from harness.provenance import file_sha256, fingerprint, now_iso
@@ -383,7 +383,7 @@ def _train(params: Params, name: str, seed: int, cfg: TrainSection, genotype: Ge
     in_size = (3, 32, 32) if params.active.data.name == "cifar10" else \
         (3, params.active.data.image_size, params.active.data.image_size)
     cost = model_cost(net, in_size)
-    desc, kind = device_info(device)
+    desc, kind = dist_utils.describe_device(device)
     value, unit = run_cost(total_seconds, kind, world)
     # the official scripts report the best test epoch; the final epoch is what a run ends with
     last_phase = [h for h in history if h.get("phase", 0.0) == history[-1].get("phase", 0.0)] \
