@@ -42,15 +42,9 @@ def _has_image(folder: Path) -> bool:
     return False
 
 
-def imagenet_folder(root: str | os.PathLike, split: str,
-                    transform: Callable[[Image.Image], Any] | None = None) -> ImageFolder:
-    """Load ``root/<split>/<class>/*`` with torchvision's ImageFolder, validating the layout.
-
-    Raises DatasetError for a missing root or split folder, a split without class folders,
-    class folders without images, and (when both exist) val classes differing from train
-    classes, since the class index of a val image must mean the same as in training.
-    Undecodable images raise DatasetError naming the file when they are read.
-    """
+def split_classes(root: str | os.PathLike, split: str) -> tuple[Path, list[str]]:
+    """(root/split, its class folder names) without listing any image; a missing root or
+    split, or a split without class folders, is one DatasetError."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"ImageNet-style data set not found at {root}: expected {root}/{IMAGENET_LAYOUT}")
@@ -61,6 +55,20 @@ def imagenet_folder(root: str | os.PathLike, split: str,
     if not classes:
         raise DatasetError(f"no class folders in {split_dir}: expected {split_dir}/<class>/*.JPEG, "
                            "one sub-folder per class")
+    return split_dir, classes
+
+
+def imagenet_folder(root: str | os.PathLike, split: str,
+                    transform: Callable[[Image.Image], Any] | None = None) -> ImageFolder:
+    """Load ``root/<split>/<class>/*`` with torchvision's ImageFolder, validating the layout.
+
+    Raises DatasetError for a missing root or split folder, a split without class folders,
+    class folders without images, and (when both exist) val classes differing from train
+    classes, since the class index of a val image must mean the same as in training.
+    Undecodable images raise DatasetError naming the file when they are read.
+    """
+    root = Path(root)
+    split_dir, classes = split_classes(root, split)
     other = root / ("val" if split == "train" else "train")
     if split in ("train", "val") and other.is_dir():
         other_classes = class_dirs(other)

@@ -16,8 +16,7 @@ from torchvision.datasets import ImageFolder
 
 from harness.data.cifar import CIFAR10Pickle, cifar_dir, read_cifar_meta
 from harness.data.errors import DatasetError
-from harness.data.imagenet import (IMAGENET_LAYOUT, SampleSpec, class_balanced_sample, class_dirs,
-                                   imagenet_folder)
+from harness.data.imagenet import SampleSpec, class_balanced_sample, imagenet_folder, split_classes
 from harness.data.transforms import cifar_transforms, imagenet_transforms
 
 
@@ -68,14 +67,7 @@ def infer_num_classes(cfg: DataConfig) -> int:
     _check_name(cfg)
     if cfg.name == "cifar10":
         return len(read_cifar_meta(cifar_dir(cfg.root)))
-    train = Path(cfg.root) / "train"
-    if not train.is_dir():
-        raise DatasetError(f"split folder missing: {train} (expected {cfg.root}/{IMAGENET_LAYOUT})")
-    classes = class_dirs(train)
-    if not classes:
-        raise DatasetError(f"no class folders in {train}: expected {train}/<class>/*.JPEG, "
-                           "one sub-folder per class")
-    return len(classes)
+    return len(split_classes(cfg.root, "train")[1])
 
 
 def _num_classes(ds: Dataset) -> int:
