@@ -191,3 +191,5 @@ def test_table_43_rows_come_from_imagenet_runs_with_their_projection(tmp_path: P
     assert ggn["projected full paper-imagenet search"].startswith("9 CPU-days")
     assert exact["projected full paper-imagenet search"].startswith("30 CPU-days")
     assert ggn["verdict"].startswith("cannot say: smoke scale")
+    sample = json.loads((tmp_path / "runs/smoke/search/dcpnas/seed0/sample.json").read_text())
+    assert ggn["search sample"] == f"50 % / 25 % per class, seed 0, {sample['digest'][:8]}"

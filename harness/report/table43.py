@@ -38,7 +38,8 @@ DCPNAS_ROWS = {(True, False): "row 1 of 4", (False, False): "row 2 of 4",
 PAPER_METHOD = {"direct_bnas": "bnas"}
 NOTES = [
     "ImageNet-search runs only (search_imagenet: the stride-8 ImageNet stem, a class-balanced "
-    "sample of the training folder). s/step: the mean wall time of a search step (no data "
+    "sample of the training folder; the search-sample column names it: fractions, seed and the "
+    "digest of its file lists, which each run keeps in sample.json). s/step: the mean wall time of a search step (no data "
     "loading or evaluation); search cost in the unit measured (CPU-hours on CPU, GPU-days on "
     "GPU). The paper's search-cost unit is not printed in the extracted table (GPU-days is the "
     "field's usual unit).",
@@ -84,6 +85,19 @@ def _paper_cell(rows: pd.DataFrame, ours: str, theirs: str) -> str:
         return "—"
     vals = ", ".join(f"{paper_text(r)} {r['unit']}".replace(" %", "") for _, r in rows.iterrows())
     return vals + (f" ({theirs}, not {ours})" if theirs != ours else "")
+
+
+def _sample_cell(g: pd.DataFrame) -> str:
+    """Which class-balanced sample the runs searched on: fractions, seed and the digest of its
+    file lists (each run's ``sample.json``)."""
+    if "sample" not in g:
+        return "—"
+    cells = []
+    for s in g["sample"]:
+        if isinstance(s, dict) and s.get("digest"):
+            cells.append(f"{100 * s['weights_fraction']:g} % / {100 * s['arch_fraction']:g} % "
+                         f"per class, seed {s['seed']}, {s['digest'][:8]}")
+    return "; ".join(dict.fromkeys(cells)) or "—"
 
 
 def _projection(bench: dict[str, Any] | None, run: str) -> tuple[str, float | None, str]:
@@ -153,7 +167,8 @@ def build_table_43(metrics: pd.DataFrame, paper: pd.DataFrame,
             seed_stats([])
         rows.append({
             "method": method, "variant": first["variant"], "components": _components(first),
-            "profile": profile, "n seeds": len(g), "device": ", ".join(sorted(set(g["device"]))),
+            "profile": profile, "n seeds": len(g), "search sample": _sample_cell(g),
+            "device": ", ".join(sorted(set(g["device"]))),
             "s/step": fmt_stats(sps, ".3g"),
             "search cost": f"{fmt_stats(seed_stats(g['search_cost_value'].tolist()), '.3g')} "
                            f"{unit}",
