@@ -32,7 +32,7 @@ from pydantic import (BaseModel, Field, PrivateAttr, StringConstraints, Validati
 from backbones.binary import Binarizer
 from backbones.names import did_you_mean
 from backbones.search.base import CommonSearchConfig
-from backbones.search.cpnas import CPKernel
+from backbones.losses import CPKernel
 from backbones.settings import (Count, Fraction, NonNegativeFloat, NonNegativeInt,
                                 PositiveFloat, Settings, describe_error)
 

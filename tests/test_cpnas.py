@@ -9,7 +9,8 @@ import torch
 from backbones.genotypes import NUM_EDGES, Genotype
 from backbones.operations import PRIMITIVES
 from backbones.search.base import SearchContext, create_search_method, get_search_method
-from backbones.search.cpnas import CPNAS, cp_score, kernel_cp_loss
+from backbones.losses import kernel_cp_loss
+from backbones.search.cpnas import CPNAS, cp_score
 
 torch.set_num_threads(1)
 NONE = PRIMITIVES.index("none")
@@ -316,7 +317,7 @@ def test_cp_loss_in_retraining_pulls_the_1bit_kernels_to_the_parent(tmp_path):
 
 
 def test_intra_class_compactness_by_hand():
-    from backbones.search.cpnas import intra_class_compactness
+    from backbones.losses import intra_class_compactness
     f = torch.tensor([[0.0, 0.0], [2.0, 0.0], [5.0, 5.0]])
     y = torch.tensor([1, 1, 3])
     # class 1 centre (1, 0): distances 1, 1; class 3 alone: 0 -> mean 2/3

@@ -24,6 +24,7 @@ from backbones.atomic import CheckpointError, load_state_dict_strict, safe_torch
 from backbones.checkpoint import build_network, save_checkpoint
 from backbones.binary import set_weight_binarization, weight_binarizer
 from backbones.genotypes import PUBLISHED, Genotype
+from backbones.losses import kd_loss
 from backbones.registry import BACKBONES, create_backbone
 from backbones.evaluation import evaluate
 from backbones import distributed as dist_utils
@@ -38,14 +39,6 @@ from harness.stages.common import (common_metrics, data_config, debug_dump, ensu
                                    loader_files, loader_sample, locked, param_digest, run_dir,
                                    sampler_indices, seed_everything, shared_data_digest,
                                    stage_provenance, write_metrics)
-
-
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-            temperature: float) -> torch.Tensor:
-    """KL(teacher || student) of the softened output distributions, times T^2."""
-    t = temperature
-    return F.kl_div(F.log_softmax(student_logits / t, 1), F.softmax(teacher_logits / t, 1),
-                    reduction="batchmean") * t * t
 
 
 class CPParent:
@@ -66,7 +59,7 @@ class CPParent:
         return float(loss.detach())
 
     def cp_loss(self, kernel: str) -> torch.Tensor:
-        from backbones.search.cpnas import child_kernel, kernel_cp_loss
+        from backbones.losses import child_kernel, kernel_cp_loss
         return kernel_cp_loss([(p.weight, child_kernel(c, kernel)) for p, c in self.pairs])
 
 
@@ -124,7 +117,7 @@ class TrainTask:
                 w = self.cfg.kd.weight
                 loss = (1 - w) * loss + w * kd_loss(logits, t_logits, self.cfg.kd.temperature)
         if self.cp_parent is not None:
-            from backbones.search.cpnas import intra_class_compactness
+            from backbones.losses import intra_class_compactness
             cp = self.cfg.cp_loss
             cp_term = 0.5 * cp.weight * self.cp_parent.cp_loss(cp.kernel)
             if cp.compact_weight > 0 and self._features:
@@ -260,7 +253,7 @@ def _build_cp_parent(cfg: TrainSection, genotype: Genotype | None, net: nn.Modul
         raise ConfigError("train.cp_loss: the CP loss needs a genotype (a search run or a "
                           "published cell) for its real-valued Parent; this is a reference "
                           "backbone")
-    from backbones.search.cpnas import matching_kernels
+    from backbones.losses import matching_kernels
     parent = create_backbone("nas", genotype=genotype, C=cfg.C, layers=cfg.layers,
                              stem=cfg.stem, num_classes=num_classes, binary=False).to(device)
     pairs = matching_kernels(parent, net)
