@@ -1,5 +1,6 @@
 """A retrained network's checkpoint (``model.pt``): its weights and the ``arch`` record that
-rebuilds it, written and read here only.
+rebuilds it, written and read here only (retraining, deployment, transfer: detection and
+re-ID initialise their backbones with ``init_from_classifier``).
 
     {"model": state_dict, "arch": {"backbone": <registered name>, "kwargs": {...}}}
 
@@ -14,7 +15,8 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +109,111 @@ def save_checkpoint(path: str | os.PathLike[str], net: nn.Module, arch: Mapping[
                     ) -> None:
     """Write ``model.pt`` atomically (the arch record is checked before anything is written)."""
     atomic_torch_save({"model": net.state_dict(), "arch": check_arch(arch, str(path))}, path)
+
+
+# -- initialising a downstream backbone (detection, re-ID) from a retrained classifier ----------
+#: attributes holding a classification head: never part of a downstream backbone (the task has
+#: other classes)
+HEAD_ATTRS = ("classifier", "fc")
+HEAD_PREFIXES = tuple(f"{a}." for a in HEAD_ATTRS)
+
+
+@dataclass
+class InitReport:
+    """What ``init_from_classifier`` did, tensor by tensor."""
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    skipped_classifier: list[str] = field(default_factory=list)
+    skipped_stem: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (f"{self.source}: loaded {len(self.loaded)} tensors, skipped "
+                f"{len(self.skipped_classifier)} classifier and {len(self.skipped_stem)} stem "
+                f"tensors")
+
+    def counts(self) -> dict[str, int]:
+        return {"loaded": len(self.loaded), "skipped_classifier": len(self.skipped_classifier),
+                "skipped_stem": len(self.skipped_stem)}
+
+
+def downstream_kwargs(backbone: str, path: str | os.PathLike[str],
+                      user_kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The kwargs a downstream backbone is built with from a ``model.pt``: its arch record's
+    (without ``num_classes``: the classifier is not reused), overridden by ``user_kwargs``
+    (typically ``stem``). The checkpoint must be of the same backbone; a user genotype that
+    differs from the checkpoint's is refused (parameter-free ops would load silently)."""
+    from backbones.genotypes import Genotype, GenotypeError
+    from backbones.registry import resolve_genotype
+    arch = read_arch(path)
+    if arch["backbone"] != backbone:
+        raise CheckpointError(f"{path}: checkpoint was trained for backbone "
+                              f"{arch['backbone']!r}, but the downstream model uses {backbone!r}")
+    kwargs = dict(arch["kwargs"])
+    kwargs.pop("num_classes", None)
+    user = dict(user_kwargs or {})
+    if isinstance(kwargs.get("genotype"), Mapping):
+        try:
+            kwargs["genotype"] = Genotype.from_dict(dict(kwargs["genotype"]),
+                                                    f"{path}: arch.kwargs.genotype")
+        except GenotypeError as exc:
+            raise CheckpointError(str(exc)) from None
+    if "genotype" in user and "genotype" in kwargs \
+            and resolve_genotype(user["genotype"]) != kwargs["genotype"]:
+        raise CheckpointError(f"{path}: the checkpoint's genotype differs from the requested "
+                              f"genotype {str(user['genotype'])!r}")
+    return {**kwargs, **user}
+
+
+def stem_dependent_prefixes(net: nn.Module) -> tuple[str, ...]:
+    """The state-dict prefixes whose shapes depend on the stem: the network's own rule
+    (``net.stem_dependent_prefixes()``), or the stem's tensors for a backbone without one."""
+    own = getattr(net, "stem_dependent_prefixes", None)
+    return tuple(own()) if callable(own) else ("stem.", "stem0.", "stem1.")
+
+
+def init_from_classifier(net: nn.Module, path: str | os.PathLike[str], *,
+                         log: Callable[[str], None] = print) -> InitReport:
+    """Copy a retrained classifier's tensors (``model.pt``) into a downstream backbone ``net``.
+
+    Every tensor is copied, except the classification head (``HEAD_PREFIXES``, always) and,
+    when ``net`` uses another stem than the checkpoint (a CIFAR-trained cell reused with the
+    ImageNet stem), the stem-dependent tensors (``stem_dependent_prefixes``), skipped with one
+    logged line. Any other mismatch (a tensor missing on either side, another shape) raises
+    ``CheckpointError`` naming the first such tensor and both shapes."""
+    state, arch = read_checkpoint(path)
+    if state and all(k.startswith("module.") for k in state):    # saved from (D)DP
+        state = {k[len("module."):]: v for k, v in state.items()}
+    report = InitReport(str(path))
+    ckpt_stem = arch["kwargs"].get("stem")
+    net_stem = getattr(net, "stem_kind", None)
+    skip_stem = bool(ckpt_stem and net_stem and ckpt_stem != net_stem)
+    stem = stem_dependent_prefixes(net) if skip_stem else ()
+    own = net.state_dict()
+    to_load: dict[str, Tensor] = {}
+    for key, value in state.items():
+        if key.startswith(HEAD_PREFIXES):
+            report.skipped_classifier.append(key)
+        elif key.startswith(stem):
+            report.skipped_stem.append(key)
+        elif key not in own:
+            raise CheckpointError(f"{path}: checkpoint tensor {key!r} {tuple(value.shape)} does "
+                                  f"not exist in the backbone (checkpoint for a different "
+                                  f"architecture?)")
+        elif tuple(own[key].shape) != tuple(value.shape):
+            raise CheckpointError(f"{path}: tensor {key!r} has shape {tuple(value.shape)} in "
+                                  f"the checkpoint but {tuple(own[key].shape)} in the backbone "
+                                  f"(checkpoint for a different architecture?)")
+        else:
+            to_load[key] = value
+    missing = [k for k in own if k not in to_load and not k.startswith((*HEAD_PREFIXES, *stem))]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks tensor {missing[0]!r} "
+                              f"{tuple(own[missing[0]].shape)} of the backbone ({len(missing)} "
+                              f"missing; checkpoint for a different architecture?)")
+    net.load_state_dict(to_load, strict=False)     # what is left out was checked above
+    report.loaded = sorted(to_load)
+    if skip_stem:
+        log(f"[init] {path}: checkpoint stem {ckpt_stem!r} != backbone stem {net_stem!r}: "
+            f"{len(report.skipped_stem)} stem-dependent tensors "
+            f"({', '.join(p.rstrip('.') for p in stem)}) keep their fresh initialisation")
+    return report

@@ -128,6 +128,14 @@ class NASNetwork(nn.Module):
             outs.append(s1)
         return outs
 
+    def stem_dependent_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes whose shapes depend on the stem: the stem, and the
+        preprocessing of the cells that read its outputs (their input width is the stem's)."""
+        prefixes = ["stem0.", "stem1.", "cells.0.pre0.", "cells.0.pre1."]
+        if len(self.cells) > 1:
+            prefixes.append("cells.1.pre0.")
+        return tuple(prefixes)
+
     def forward_features(self, x: Tensor) -> tuple[Tensor, ...]:
         outs = self._cells(x)
         return tuple(outs[i] for i in self.out_indices)

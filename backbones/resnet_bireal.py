@@ -126,6 +126,10 @@ class BiRealResNet(nn.Module):
             outs.append(x)
         return outs
 
+    def stem_dependent_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes whose shapes depend on the stem (its first conv and BN)."""
+        return ("stem.",)
+
     def forward_features(self, x: Tensor) -> tuple[Tensor, ...]:
         outs = self._run(x, max(self.out_indices))
         return tuple(outs[i] for i in self.out_indices)

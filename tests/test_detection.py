@@ -214,8 +214,7 @@ def test_checkpoint_init_skips_stem_and_classifier(tmp_path):
     # stem-dependent tensors were skipped, not copied
     assert own["stem0.0.weight"].shape != state["stem0.0.weight"].shape
     from downstream.detection.body import init_from_checkpoint
-    counts = init_from_checkpoint(body, ckpt, backbone="nas",
-                                  kwargs={**TINY_NAS, "stem": "imagenet"}, logger=logs.append)
+    counts = init_from_checkpoint(body, ckpt, logger=logs.append)
     assert counts["skipped_classifier"] == 2 and counts["skipped_stem"] > 0
     assert sum("stem-dependent" in line for line in logs) == 1
     # same stem: everything but the classifier is loaded

@@ -16,7 +16,7 @@ import torch
 from backbones.atomic import CheckpointError, atomic_torch_save
 from backbones.genotypes import DARTS_V2
 from backbones.network import NASNetwork
-from downstream.init_from_classifier import init_backbone_from_classifier, stem_dependent_prefixes
+from backbones.checkpoint import init_from_classifier, stem_dependent_prefixes
 from downstream.reid import (
     ReIDDataError,
     build_reid_model,
@@ -319,7 +319,7 @@ def test_init_from_classifier_checkpoint(tmp_path: Path) -> None:
     # a backbone built elsewhere: a tensor the checkpoint lacks is named
     net = NASNetwork(DARTS_V2, C=4, layers=4, stem="cifar")
     with pytest.raises(CheckpointError, match="cells.3"):
-        init_backbone_from_classifier(net, ckpt)
+        init_from_classifier(net, ckpt)
 
 
 def test_run_from_train_checkpoint(tmp_path: Path, smoke_root: Path) -> None:

@@ -59,7 +59,7 @@ class HarnessBackbone(BaseModule):
         if init_checkpoint is not None:
             # loaded here, not in init_weights: a bad checkpoint fails when the model is built,
             # and mmengine's Runner.init_weights leaves the plain-torch body untouched
-            init_from_checkpoint(self.body, init_checkpoint, backbone=backbone, kwargs=kwargs,
+            init_from_checkpoint(self.body, init_checkpoint,
                                  logger=lambda msg: print_log(msg, logger="current"))
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
@@ -108,7 +108,7 @@ def harness_backbone_info(backbone_cfg: Mapping[str, Any], *, load_checkpoint: b
                                      cfg.get("init_checkpoint"))
     body = build_body(name, kwargs, cfg.get("out_indices"))
     if load_checkpoint and cfg.get("init_checkpoint") is not None:
-        init_from_checkpoint(body, cfg["init_checkpoint"], backbone=name, kwargs=kwargs,
+        init_from_checkpoint(body, cfg["init_checkpoint"],
                              logger=lambda msg: print_log(msg, logger="current"))
     return probe_body(body, name, size=size)
 

@@ -21,18 +21,13 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from backbones.checkpoint import downstream_kwargs, init_from_classifier
 from backbones.genotypes import Genotype
 from backbones.network import NASNetwork
 from backbones.registry import (
     check_feature_backbone,
     create_backbone,
     list_backbones,
-)
-from downstream.init_from_classifier import (
-    InitReport,
-    backbone_kwargs_for,
-    init_backbone_from_classifier,
-    load_classifier_checkpoint,
 )
 
 LOSSES = ("softmax", "triplet")
@@ -123,18 +118,16 @@ def build_reid_model(backbone: str, num_classes: int, loss: str = "softmax", *,
     when the stems differ; any other mismatch is a CheckpointError).
     """
     kwargs = dict(backbone_kwargs or {})
-    ckpt = None
     if init_checkpoint is not None:
-        ckpt = load_classifier_checkpoint(init_checkpoint)
-        kwargs = backbone_kwargs_for(backbone, ckpt, kwargs)
+        kwargs = downstream_kwargs(backbone, init_checkpoint, kwargs)
     net = create_backbone(backbone, **kwargs)
     model = HarnessReIDModel(net, num_classes, loss, fc_dims=fc_dims, dropout_p=dropout_p,
                              name=backbone)
     model.backbone_spec = backbone  # type: ignore[assignment]
     model.backbone_kwargs = kwargs  # type: ignore[assignment]
     model.init_report = None  # type: ignore[assignment]
-    if ckpt is not None:
-        report: InitReport = init_backbone_from_classifier(model.backbone, ckpt, log=log)
+    if init_checkpoint is not None:
+        report = init_from_classifier(model.backbone, init_checkpoint, log=log)
         model.init_report = report  # type: ignore[assignment]
         log(f"[reid] init {report.summary()}")
     return model
