@@ -55,6 +55,15 @@ def check_arch(arch: Any, source: str) -> dict[str, Any]:
     return {"backbone": name, "kwargs": kwargs}
 
 
+def nas_arch(genotype: Any, *, C: int, layers: int, stem: str, num_classes: int,
+             binarizer: str, binary: bool = True) -> dict[str, Any]:
+    """The arch record of a network of ``genotype``'s cells (backbone ``nas``)."""
+    return {"backbone": "nas", "kwargs": {"genotype": genotype.to_dict(), "C": C,
+                                          "layers": layers, "stem": stem,
+                                          "num_classes": num_classes, "binary": binary,
+                                          "binarizer": binarizer}}
+
+
 def build_network(arch: Any, source: str = "arch record") -> nn.Module:
     """The network an ``arch`` record describes (checked by ``check_arch`` first)."""
     from backbones.genotypes import Genotype

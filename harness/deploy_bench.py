@@ -31,7 +31,7 @@ class EngineJob:
     warmup: int
     throughput_batch: int
     ir: str | None = None           # .xml of an IR engine
-    record: dict[str, Any] | None = None      # torch: the arch record (train.arch_record)
+    record: dict[str, Any] | None = None      # torch: the arch record (backbones.checkpoint)
     checkpoint: str | None = None   # torch: model.pt, or None for a seeded untrained network
     seed: int = 0
     perf_runs: int = 10             # IR engines: inferences profiled per layer

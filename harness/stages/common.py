@@ -6,14 +6,18 @@ import hashlib
 import os
 import time
 import random
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from backbones.atomic import atomic_write_json
 from backbones import distributed as dist_utils
+from backbones.atomic import atomic_write_json
+from backbones.genotypes import PUBLISHED, Genotype
+from backbones.names import did_you_mean
+from backbones.registry import BACKBONES, UnknownBackboneError
 from harness.config import Params
 from harness.data import DataConfig
 from harness.provenance import data_digest, provenance
@@ -35,6 +39,35 @@ def seed_everything(seed: int) -> None:
 def run_dir(params: Params, stage: str, name: str, seed: int) -> Path:
     """``<paths.runs>/<profile>/<stage>/<name>/seed<k>`` (``harness.runs.run_folder``)."""
     return run_folder(params.paths.runs, params.profile, stage, name, seed)
+
+
+@dataclass(frozen=True)
+class NamedNetwork:
+    """What a network name given to train / deploy stands for: a search run's cell
+    (``searched``, its genotype file), a published cell (``published``) or a registered
+    backbone (``backbone``: no cell)."""
+    kind: Literal["searched", "published", "backbone"]
+    genotype: Genotype | None
+    searched: Path            # where a search run's genotype is (or would be)
+
+
+def resolve_network(params: Params, name: str, seed: int, genotype_path: Path | None = None,
+                    *, flag: str = "--method") -> NamedNetwork:
+    """The one reading of a network name: a search run (a method, an ablation, or a folder
+    with a genotype) first, then a published cell, then a registered backbone; anything else
+    is one UnknownBackboneError (naming ``flag``) listing the valid names and the closest one."""
+    searched = genotype_path or run_dir(params, "search", name, seed) / "genotype.json"
+    if (genotype_path is not None or name in params.search_runs or name in params.ablations
+            or name in params.imagenet_search_runs or searched.is_file()):
+        return NamedNetwork("searched", Genotype.load(searched), searched)
+    if name in PUBLISHED:
+        return NamedNetwork("published", PUBLISHED[name], searched)
+    if name in BACKBONES:
+        return NamedNetwork("backbone", None, searched)
+    known = sorted(set(params.search_runs) | set(params.ablations)) + BACKBONES.names()
+    raise UnknownBackboneError(
+        f"{flag} {name!r} is neither a search run of {params.source} (no genotype at {searched}) "
+        f"nor a registered backbone (one of {', '.join(known)}){did_you_mean(name, known)}")
 
 
 def locked(folder: Path, what: str) -> contextlib.AbstractContextManager[None]:

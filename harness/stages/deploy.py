@@ -24,9 +24,9 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from backbones.checkpoint import build_network, load_network
+from backbones.checkpoint import build_network, load_network, nas_arch
 from backbones.binary import binary_convs, set_weight_binarization
-from backbones.genotypes import PUBLISHED, Genotype
+from backbones.genotypes import PUBLISHED
 from harness.config import Params
 from harness.costs import model_cost
 from harness.deploy_bench import ENGINES, EngineJob, all_threads, measure_engines
@@ -35,9 +35,8 @@ from harness.openvino_ir import (DeployError, OPENVINO_VERSION, check_binary_run
                                  compile_ir, convert, ir_xml, require_openvino,
                                  rewrite_binary_convs, save_ir)
 from harness.provenance import data_digest, file_sha256, fingerprint, now_iso
-from harness.stages.common import (common_metrics, ensure_writable, locked, run_dir,
-                                   stage_provenance, write_metrics)
-from harness.stages.train import arch_record
+from harness.stages.common import (common_metrics, ensure_writable, locked, resolve_network,
+                                   run_dir, stage_provenance, write_metrics)
 
 #: random inputs of the agreement check of an untrained (paper-size) network
 RANDOM_CHECK_IMAGES = 8
@@ -56,17 +55,13 @@ def cpu_model() -> str:
 def _paper_size_record(params: Params, name: str, seed: int) -> dict[str, Any]:
     """Arch record of ``name`` (a published cell or a search run's genotype) at paper size."""
     size = params.active.deploy.paper_size
-    searched = run_dir(params, "search", name, seed) / "genotype.json"
-    if name in PUBLISHED:
-        genotype = PUBLISHED[name]
-    elif searched.is_file():
-        genotype = Genotype.load(searched)
-    else:
-        raise DeployError(f"--paper-size {name!r}: not a published cell "
-                          f"({', '.join(PUBLISHED)}) and no searched genotype at {searched}")
-    cfg = params.active.train.model_copy(
-        update={"C": size.C, "layers": size.layers, "stem": size.stem})
-    return arch_record(genotype, cfg, size.num_classes)
+    named = resolve_network(params, name, seed, flag="--paper-size")
+    if named.genotype is None:
+        raise DeployError(f"--paper-size {name!r}: a backbone without cells; expected a search "
+                          f"run or a published cell ({', '.join(PUBLISHED)})")
+    genotype = named.genotype
+    return nas_arch(genotype, C=size.C, layers=size.layers, stem=size.stem,
+                    num_classes=size.num_classes, binarizer=params.active.train.binarizer)
 
 
 def _load_trained(params: Params, name: str, seed: int) -> tuple[nn.Module, dict[str, Any], Path]:

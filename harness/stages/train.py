@@ -21,11 +21,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from backbones.atomic import CheckpointError, load_state_dict_strict, safe_torch_load
-from backbones.checkpoint import build_network, save_checkpoint
+from backbones.checkpoint import build_network, nas_arch, save_checkpoint
 from backbones.binary import set_weight_binarization, weight_binarizer
-from backbones.genotypes import PUBLISHED, Genotype
+from backbones.genotypes import Genotype
 from backbones.losses import kd_loss
-from backbones.registry import BACKBONES, create_backbone
+from backbones.registry import create_backbone
 from backbones.evaluation import evaluate
 from backbones import distributed as dist_utils
 from harness.accel import autocast, prepare_module, setup_device, to_device
@@ -37,8 +37,8 @@ from harness.provenance import file_sha256, fingerprint, now_iso
 from harness.records import RecordError, SearchRecord, TrainRecord, read_record
 from harness.stages.common import (common_metrics, data_config, debug_dump, ensure_writable,
                                    loader_files, loader_sample, locked, param_digest, run_dir,
-                                   sampler_indices, seed_everything, shared_data_digest,
-                                   stage_provenance, write_metrics)
+                                   resolve_network, sampler_indices, seed_everything,
+                                   shared_data_digest, stage_provenance, write_metrics)
 
 
 class CPParent:
@@ -178,13 +178,10 @@ def make_optimizer(model: nn.Module, cfg: TrainSection, lr: float,
                       f"expected 'adamw' or 'sgd'")
 
 
-def arch_record(genotype: Genotype, cfg: TrainSection, num_classes: int,
-                binary: bool = True) -> dict[str, Any]:
-    """How to rebuild the network: stored in model.pt beside the weights."""
-    return {"backbone": "nas", "kwargs": {"genotype": genotype.to_dict(), "C": cfg.C,
-                                          "layers": cfg.layers, "stem": cfg.stem,
-                                          "num_classes": num_classes, "binary": binary,
-                                          "binarizer": cfg.binarizer}}
+def arch_record(genotype: Genotype, cfg: TrainSection, num_classes: int) -> dict[str, Any]:
+    """How to rebuild the network at the profile's retraining size: stored in model.pt."""
+    return nas_arch(genotype, C=cfg.C, layers=cfg.layers, stem=cfg.stem,
+                    num_classes=num_classes, binarizer=cfg.binarizer)
 
 
 def _binarizer_kwarg(name: str, binarizer: str) -> dict[str, str]:
@@ -199,16 +196,6 @@ def _binarizer_kwarg(name: str, binarizer: str) -> dict[str, str]:
         return {}
     takes = "binarizer" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
     return {"binarizer": binarizer} if takes else {}
-
-
-def _unknown_run(name: str, params: Params, searched: Path) -> None:
-    """`--run` names neither a search run (with its genotype) nor a registered backbone."""
-    from backbones.names import did_you_mean
-    from backbones.registry import UnknownBackboneError, list_backbones
-    known = sorted(set(params.search_runs) | set(params.ablations)) + list_backbones()
-    raise UnknownBackboneError(
-        f"--method {name!r} is neither a search run of {params.source} (no genotype at {searched}) "
-        f"nor a registered backbone (one of {', '.join(known)}){did_you_mean(name, known)}")
 
 
 def _build_teacher(kd: KDSection, genotype: Genotype | None, cfg: TrainSection,
@@ -269,16 +256,10 @@ def run_train(params: Params, name: str, seed: int, *,
     started, t0 = now_iso(), time.perf_counter()
     distributed = dist_utils.init_from_env()
     cfg = params.active.train
-    searched = genotype_path or run_dir(params, "search", name, seed) / "genotype.json"
-    not_searched = (genotype_path is None and name not in params.search_runs
-                    and name not in params.ablations and not searched.is_file())
-    # a published cell (dcpnas_l, pcdarts_*, darts_v2): retrained like a searched one
-    published = not_searched and name in PUBLISHED
-    reference = not_searched and not published and name in BACKBONES
-    if not_searched and not published and not reference:
-        _unknown_run(name, params, searched)
-    genotype = (PUBLISHED[name] if published else None if reference
-                else Genotype.load(searched))
+    # a published cell (dcpnas_l, pcdarts_*, darts_v2) is retrained like a searched one
+    named = resolve_network(params, name, seed, genotype_path)
+    published, reference = named.kind == "published", named.kind == "backbone"
+    genotype, searched = named.genotype, named.searched
     # read (and validated) before any training: a bad file must not cost a whole run
     searched_with = None if published else _search_record(searched.parent / "metrics.json")
     cfg = published_cp_loss(cfg, searched_with)
