@@ -8,7 +8,7 @@ import io
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -115,6 +115,21 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(Path(path), text.encode())
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON data of ``obj``: mappings (string keys) and sequences recursively, objects
+    with ``to_dict()`` (a Genotype) by it, numbers, strings, booleans and None as they are,
+    anything else as its ``str``."""
+    if hasattr(obj, "to_dict"):
+        return jsonable(obj.to_dict())
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:

@@ -296,7 +296,7 @@ def test_tiny_train_eval_writes_metrics(tmp_path, smoke_root):
     print(f"tiny train+eval: {time.perf_counter() - t0:.1f}s")
     # the checkpoint mmengine resumes from loads weights-only under the run's scoped allow-list
     # (HistoryBuffer + numpy scalars; no getattr), and only there
-    from downstream.detection.run import mmengine_safe_globals
+    from downstream.detection.workdir import mmengine_safe_globals
     with mmengine_safe_globals():
         ckpt = torch.load(work / "epoch_1.pth", map_location="cpu", weights_only=True)
     assert ckpt["meta"]["epoch"] == 1 and ckpt["message_hub"]["log_scalars"]
@@ -308,7 +308,7 @@ def test_work_dir_resumes_only_the_same_run(tmp_path):
     """prepare_work_dir: the same fingerprint keeps mmengine's checkpoints (resume); another
     one (config, starting checkpoint, data, code, versions) removes them, so resume=True
     starts over instead of re-validating the old detector under the new settings."""
-    from downstream.detection.run import FINGERPRINT_FILE, prepare_work_dir
+    from downstream.detection.workdir import FINGERPRINT_FILE, prepare_work_dir
 
     work = tmp_path / "work"
     work.mkdir()

@@ -138,12 +138,12 @@ def test_reid_guard_stops_before_the_epoch_is_saved() -> None:
 
 
 def test_detection_hook_stops_on_a_nan_loss() -> None:
-    from downstream.detection.run import _make_finite_hook
+    from downstream.detection.workdir import make_finite_hook
 
     class Runner:
         epoch, iter = 2, 17
 
-    hook = _make_finite_hook()
+    hook = make_finite_hook()
     assert hook.priority == "VERY_HIGH"
     hook.after_train_iter(Runner(), 0, outputs={"loss": torch.tensor(0.3),
                                                 "loss_cls": torch.tensor(0.1)})

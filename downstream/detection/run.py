@@ -20,7 +20,6 @@ the first backbone level with at least that stride: RetinaNet's P3-P7 = 8).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -31,89 +30,21 @@ from typing import Any
 
 import torch
 
-from backbones.atomic import CheckpointError, atomic_write_json
+from backbones.atomic import CheckpointError, jsonable
 from backbones.distributed import describe_device
 from backbones.genotypes import GenotypeError
 from backbones.registry import UnknownBackboneError
+from downstream.detection.workdir import (make_finite_hook, make_run_hook, mmengine_safe_globals,
+                                          prepare_work_dir)
 from harness.records import DetectRecord, Provenance, write_record
 
 METRICS_FILE = "metrics.json"
-TIME_FILE = "train_time.json"
 _DETECTORS = {"FasterRCNN": "faster_rcnn", "RetinaNet": "retinanet", "SingleStageDetector": "ssd",
               "SSD": "ssd"}
 # errors with a message that says everything (the CLI prints them without a traceback)
 HARNESS_ERRORS = (UnknownBackboneError, CheckpointError, GenotypeError, FileNotFoundError)
 
 
-# --------------------------------------------------------------------------- resume under torch>=2.6
-# torch >= 2.6 loads with weights_only=True by default, and mmengine 0.10.7 resumes with a plain
-# torch.load (mmengine issue 1655). What its checkpoints pickle besides tensors:
-# - the message hub's ``HistoryBuffer`` objects, whose __getstate__ also pickles the class-level
-#   dict of statistics functions -- as ``getattr(HistoryBuffer, 'min')``, i.e. the global
-#   ``builtins.getattr``, which must not be allow-listed (with it a file can fetch arbitrary
-#   attributes of allow-listed objects and plant them as callables);
-# - numpy arrays (the buffers' histories) and numpy scalars (runtime info: 'eta').
-# So checkpoints written by ``run_detection`` store each HistoryBuffer as
-# ``HistoryBuffer(log_history: list, count_history: list, max_length: int)`` (no getattr, no
-# numpy; ``__setstate__`` re-installs the default statistics anyway), and resuming allow-lists,
-# for the duration of the run only, HistoryBuffer plus numpy's scalar reconstruction.
-
-
-class _PortableHistoryBuffer:
-    """Pickles as a call of the allow-listed HistoryBuffer class on plain lists."""
-
-    def __init__(self, buf: Any) -> None:
-        self.buf = buf
-
-    def __reduce__(self) -> tuple:
-        from mmengine.logging import HistoryBuffer
-
-        return (HistoryBuffer, ([float(v) for v in self.buf._log_history],
-                                [int(v) for v in self.buf._count_history],
-                                int(self.buf.max_length)))
-
-
-def make_checkpoint_portable(checkpoint: dict) -> None:
-    """Rewrite the message hub's HistoryBuffers of an mmengine checkpoint (in place, before it
-    is saved) so that it loads with ``weights_only=True`` and no ``getattr`` global."""
-    from mmengine.logging import HistoryBuffer
-
-    hub = checkpoint.get("message_hub")
-    if isinstance(hub, dict) and isinstance(hub.get("log_scalars"), dict):
-        for key, value in list(hub["log_scalars"].items()):
-            if isinstance(value, HistoryBuffer):
-                hub["log_scalars"][key] = _PortableHistoryBuffer(value)
-
-
-def mmengine_checkpoint_globals() -> list[Any]:
-    """Exactly what the checkpoints written by run_detection need beyond torch's defaults
-    (``collections.Counter`` of the MultiStepLR milestones and ``_codecs.encode`` are torch
-    defaults): HistoryBuffer, and numpy scalars with their dtype (``runtime_info['eta']``)."""
-    import numpy as np
-    from mmengine.logging import HistoryBuffer
-
-    try:
-        from numpy._core.multiarray import scalar
-    except ImportError:  # numpy < 2
-        from numpy.core.multiarray import scalar  # type: ignore[no-redef]
-    # BUILD of a dtype needs its concrete class (numpy.dtypes.Float64DType for 'eta')
-    dtype_classes = [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32")]
-    return [HistoryBuffer, np.dtype, scalar, *dtype_classes]
-
-
-@contextlib.contextmanager
-def mmengine_safe_globals() -> Iterator[None]:
-    """Scope the allow-list to the run: ``weights_only=True`` stays the default everywhere."""
-    allowed = mmengine_checkpoint_globals()
-    scoped = getattr(torch.serialization, "safe_globals", None)
-    if scoped is not None:
-        with scoped(allowed):
-            yield
-    else:  # torch < 2.5 has no scoped variant (and defaults to weights_only=False anyway)
-        yield
-
-
-# --------------------------------------------------------------------------- config filling
 def _walk(node: Any) -> Iterator[dict]:
     """Every dict (mmengine ConfigDict included) inside a config node, depth first."""
     if isinstance(node, dict):
@@ -183,99 +114,6 @@ def fill_from_backbone(cfg: Any, out_channels: Sequence[int], strides: Sequence[
 
 
 # --------------------------------------------------------------------------- hooks
-def _make_hook(work_dir: Path) -> Any:
-    from mmengine.dist import is_main_process
-    from mmengine.hooks import Hook
-
-    class HarnessRunHook(Hook):
-        """Cumulative training seconds per finished epoch (kept across resumes) and the
-        validation metrics of each epoch."""
-
-        priority = "VERY_LOW"
-
-        def __init__(self) -> None:
-            self.path = work_dir / TIME_FILE
-            self.record: dict[str, float] = {}
-            self.base = 0.0
-            self.t0 = time.perf_counter()
-            self.val: dict[int, dict] = {}
-            self.max_epochs: int | None = None
-
-        def before_train(self, runner) -> None:
-            if self.path.is_file():
-                with contextlib.suppress(OSError, ValueError):
-                    self.record = {str(k): float(v) for k, v in
-                                   json.loads(self.path.read_text()).items()}
-            self.base = self.record.get(str(runner.epoch), 0.0)
-            self.t0 = time.perf_counter()
-
-        def after_train_epoch(self, runner) -> None:
-            self.record[str(runner.epoch + 1)] = self.base + time.perf_counter() - self.t0
-            if is_main_process():
-                atomic_write_json(self.path, self.record)
-
-        def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-            make_checkpoint_portable(checkpoint)
-
-        def after_val_epoch(self, runner, metrics=None) -> None:
-            if metrics is not None:
-                self.val[runner.epoch] = dict(metrics)
-
-        def train_seconds(self, epoch: int) -> float:
-            return float(self.record.get(str(epoch), self.base + time.perf_counter() - self.t0))
-
-    return HarnessRunHook()
-
-
-def _make_finite_hook() -> Any:
-    from mmengine.hooks import Hook
-
-    class NonFiniteLossHook(Hook):
-        """Stops training on the first iteration whose losses hold a NaN/inf, on every rank
-        (the flag is all-reduced) and before any hook of that iteration saves a checkpoint:
-        the last good checkpoint stays, and no metrics are written."""
-
-        priority = "VERY_HIGH"
-
-        def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-            from harness.engine import check_finite
-            scalars = {k: float(v.detach().float().mean()) if isinstance(v, torch.Tensor)
-                       else float(v) for k, v in (outputs or {}).items()
-                       if isinstance(v, (torch.Tensor, int, float))}
-            check_finite(scalars, {}, f"detection: epoch {runner.epoch} iteration {runner.iter}")
-
-    return NonFiniteLossHook()
-
-
-# --------------------------------------------------------------------------- resume only the same run
-FINGERPRINT_FILE = "fingerprint.json"
-_RESUME_FILES = ("last_checkpoint", TIME_FILE)
-
-
-def prepare_work_dir(work_dir: Path, fingerprint: Mapping[str, str],
-                     log: Any = print) -> list[str]:
-    """Make ``work_dir`` resumable only by the run of ``fingerprint``: when the stored
-    fingerprint differs (or is missing beside checkpoints), remove the checkpoints and the
-    resume files, so mmengine's ``resume=True`` starts over; then store the new fingerprint.
-    Returns the parts that changed (empty: resume)."""
-    from harness.provenance import changed_parts
-    path = work_dir / FINGERPRINT_FILE
-    old: Any = None
-    if path.is_file():
-        with contextlib.suppress(OSError, ValueError):
-            old = json.loads(path.read_text())
-    ckpts = sorted(work_dir.glob("*.pth"))
-    changed = changed_parts(old, fingerprint) if (old is not None or ckpts) else []
-    if changed:
-        for f in [*ckpts, *(work_dir / n for n in _RESUME_FILES)]:
-            with contextlib.suppress(FileNotFoundError):
-                f.unlink()
-        log(f"[detect] {work_dir} held a run with other inputs (changed: {', '.join(changed)}); "
-            f"its {len(ckpts)} checkpoint(s) removed, starting over")
-    atomic_write_json(path, dict(fingerprint))
-    return changed
-
-
 # --------------------------------------------------------------------------- metrics
 def _pct(v: Any) -> float | None:
     if v is None:
@@ -404,9 +242,9 @@ def run_detection(backbone: str, *, config: str | os.PathLike[str], work_dir: Pa
         torch.distributed.barrier()   # rank 0 has cleaned the work dir (on GPU, mmengine's
         # process group starts in Runner.from_cfg, after rank 0's cleaning)
     runner = Runner.from_cfg(cfg)
-    hook = _make_hook(work_dir)
+    hook = make_run_hook(work_dir)
     runner.register_hook(hook)
-    runner.register_hook(_make_finite_hook())
+    runner.register_hook(make_finite_hook())
     t0 = time.perf_counter()
     with mmengine_safe_globals():
         runner.train()
@@ -427,10 +265,10 @@ def run_detection(backbone: str, *, config: str | os.PathLike[str], work_dir: Pa
         **extract_bbox_metrics(metrics),
         train_seconds=round(hook.train_seconds(max_ep), 2), wall_seconds=round(wall, 2),
         device=device, device_kind=kind, profile=profile, epochs=max_ep, backbone=backbone,
-        backbone_kwargs=_jsonable(cfg.model.backbone.backbone_kwargs),
+        backbone_kwargs=jsonable(cfg.model.backbone.backbone_kwargs),
         init_checkpoint=None if init_checkpoint is None else str(init_checkpoint),
         config=str(config), **filled,
-        raw_metrics={k: v for k, v in ((k, _jsonable(v)) for k, v in metrics.items())
+        raw_metrics={k: v for k, v in ((k, jsonable(v)) for k, v in metrics.items())
                      if isinstance(v, (int, float, str)) or v is None},
         world_size=world,
         provenance=Provenance(**provenance("detect", fingerprint=fp, data=data,
@@ -451,14 +289,6 @@ def _init_cpu_distributed(launcher: str) -> None:
                          f"'pytorch' (torchrun) or 'none'")
     if not dist.is_initialized():
         dist.init_process_group(backend="gloo")
-
-
-def _jsonable(obj: Any) -> Any:
-    try:
-        return json.loads(json.dumps(obj, default=lambda o: o.to_dict()
-                                     if hasattr(o, "to_dict") else str(o)))
-    except (TypeError, ValueError):
-        return str(obj)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -21,8 +21,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from backbones.atomic import jsonable
 from backbones.checkpoint import downstream_kwargs, init_from_classifier
-from backbones.genotypes import Genotype
 from backbones.network import NASNetwork
 from backbones.registry import (
     check_feature_backbone,
@@ -89,20 +89,8 @@ class HarnessReIDModel(nn.Module):
         return y, v
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, Genotype):
-        return obj.to_dict()
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
-
-
 def describe_kwargs(kwargs: Mapping[str, Any]) -> str:
-    return json.dumps(_jsonable(kwargs), sort_keys=True)
+    return json.dumps(jsonable(kwargs), sort_keys=True)
 
 
 def build_reid_model(backbone: str, num_classes: int, loss: str = "softmax", *,
