@@ -17,15 +17,10 @@ from harness.data.unpickle import ForbiddenGlobal, restricted_load
 
 
 CIFAR_DIRNAME = "cifar-10-batches-py"
-
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
-
 CIFAR_TEST_FILE = "test_batch"
-
 CIFAR_META_FILE = "batches.meta"
-
 CIFAR_ROW = 3 * 32 * 32
-
 CIFAR_LAYOUT = (
     f"{CIFAR_DIRNAME}/{{data_batch_1..5,test_batch,batches.meta}} "
     "(the python pickle layout of https://www.cs.toronto.edu/~kriz/cifar.html)"

@@ -16,12 +16,10 @@ from harness.data.cifar import (CIFAR_DIRNAME, CIFAR_META_FILE, CIFAR_ROW, CIFAR
 
 
 _SHAPES = ("square", "disc", "bar", "cross")
-
 _TINTS = {"red": (0.9, 0.15, 0.1), "green": (0.1, 0.8, 0.2), "blue": (0.15, 0.3, 0.95),
           "yellow": (0.95, 0.85, 0.1), "magenta": (0.85, 0.1, 0.85)}
 
 _ORIENTS = (0.0, 60.0, 120.0)  # stripe direction, degrees
-
 _PERIODS = (4.0, 7.0, 3.0, 5.0, 6.0, 8.0, 9.0)  # stripe period in pixels at 32×32
 
 # Pairwise coprime attribute counts (4, 5, 3, 7): class c -> (c%4, c%5, c%3, c%7) is unique for c < 420.

@@ -11,11 +11,8 @@ from torchvision import transforms as T
 
 # DARTS' CIFAR-10 statistics (the search/retrain code of DARTS, PC-DARTS and CP-NAS use them).
 CIFAR_MEAN = (0.49139968, 0.48215827, 0.44653124)
-
 CIFAR_STD = (0.24703233, 0.24348505, 0.26158768)
-
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
-
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 

@@ -16,9 +16,7 @@ from harness.report.vocabulary import DISTANCE_LABELS, TABLE_43
 
 
 PAPER_NUMBERS_CSV = "paper_numbers.csv"
-
 PAPER_COLUMNS = ["paper", "method", "dataset", "table", "setting", "metric", "value", "unit", "source"]
-
 PAPER_METRICS = {"top1", "top5", "top1_error", "top5_error", "search_cost", "memory", "params",
                  "ops", "search_speedup_vs_prior_art", "search_speedup_vs_pcdarts"}
 

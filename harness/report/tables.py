@@ -22,15 +22,10 @@ from harness.report.vocabulary import (DISTANCES, DISTANCE_LABELS, DISTANCE_SETT
 
 
 BEST_HEADER = "best of N top-1 (%) [max, not a mean]"
-
 RI_HEADER = "RI vs random (%)"
-
 DELTA_HEADER = "Δ top-1 (measured − paper)"
-
 DELTA5_HEADER = "Δ top-5 (measured − paper)"
-
 PAPER1_HEADER = "paper top-1 % (dataset, source)"
-
 PAPER5_HEADER = "paper top-5 % (dataset, source)"
 
 

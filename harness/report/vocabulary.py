@@ -3,13 +3,9 @@ profile counts (smoke / reduced / paper), tolerances of the claim rules.
 """
 from __future__ import annotations
 
-
 SUPPORTS = "supports"
-
 CONTRADICTS = "contradicts"
-
 CANNOT_SAY = "cannot say"
-
 VERDICTS = (SUPPORTS, CONTRADICTS, CANNOT_SAY)
 
 #: harness dataset id -> dataset name used in results/paper_numbers.csv. Only these exact
@@ -18,7 +14,6 @@ DATASET_LABELS = {"cifar10": "CIFAR-10", "imagenet": "ImageNet"}
 
 #: strength of the evidence of each regime (higher is better); see profile_regime
 REGIME_RANK = {"paper": 2, "reduced": 1, "smoke": 0}
-
 METHOD_LABELS = {
     "dcpnas": "DCP-NAS",
     "cpnas": "CP-NAS",
@@ -51,17 +46,11 @@ PRIOR_ART_SEARCHERS = ("darts", "darts_2nd", "pcdarts", "direct_bnas", "bnas")
 
 # `setting` values of results/paper_numbers.csv
 SETTING_MAIN = "main"
-
 SETTING_L_FULL = "DCP-NAS-L; tangent on, L_R on"
-
 SETTING_L_NONE = "DCP-NAS-L; tangent off, L_R off"
-
 SETTING_L_ONE = "DCP-NAS-L; one of tangent/L_R"
-
 SETTING_S_FNORM = "DCP-NAS-S; distance F-norm"
-
 SETTING_S_L1 = "DCP-NAS-S; distance L1"
-
 SETTING_S_COS = "DCP-NAS-S; distance cosine"
 
 #: settings that are a method's headline result (the others are ablation cells)
@@ -69,22 +58,17 @@ HEADLINE_SETTINGS = (SETTING_MAIN, SETTING_L_FULL, SETTING_S_FNORM)
 
 #: Table 4.3's rows (the comparison of search strategies, and DCP-NAS-L's four component rows)
 TABLE_43 = "4.3"
-
 EXACT_SECOND_ORDER = "exact second order"
 
 #: the GGN claim: supported when the measured exact / GGN search-time ratio is at least this
 #: fraction of the paper's (27.9 / 2.9), contradicted below half of this fraction
 GGN_RATIO_SUPPORT = 0.5
-
 DISTANCES = ("fnorm", "l1", "cosine")
-
 DISTANCE_LABELS = {"fnorm": "F-norm", "l1": "L1", "cosine": "cosine"}
-
 DISTANCE_SETTINGS = {"fnorm": SETTING_S_FNORM, "l1": SETTING_S_L1, "cosine": SETTING_S_COS}
 
 #: Table 4.2 cells in the book's order: (tangent constraint, L_R)
 TANGENT_LR_CELLS = ((False, False), (True, False), (False, True), (True, True))
-
 TANGENT_LR_LABELS = {(False, False): "neither", (True, False): "tangent only",
                      (False, True): "L_R only", (True, True): "tangent + L_R"}
 
@@ -97,13 +81,9 @@ MEMORY_REL_TOL = 0.10
 #: a GPU-days claim is supported up to this factor of the paper's cost, contradicted above
 #: COST_CONTRADICT_FACTOR (different GPU models make anything closer undecidable)
 COST_SUPPORT_FACTOR = 1.5
-
 COST_CONTRADICT_FACTOR = 2.0
-
 MAIN_RUN_NOTE = "main DCP-NAS run (ablation null)"
-
 ABLATION_RUN_NOTE = "ablation runs"
-
 NOT_RUN_NOTE = "not run"
 
 
