@@ -61,3 +61,15 @@ def test_quoted_command_parses(where: str, args: str) -> None:
     except SystemExit as exc:
         if exc.code != 0 or not bare:
             pytest.fail(f"{where}: the CLI refuses it (exit {exc.code})")
+
+
+def test_relative_links_resolve() -> None:
+    """Every relative link of README.md and docs/ points at a file of the repository."""
+    broken = []
+    for doc in DOCS:
+        prose = re.sub(r"```.*?```|`[^`\n]*`", "", doc.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)#\s]+)", prose):
+            if not target.startswith(("http://", "https://")) \
+                    and not (doc.parent / target).exists():
+                broken.append(f"{doc.relative_to(REPO)}: {target}")
+    assert broken == []
