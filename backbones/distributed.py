@@ -45,12 +45,24 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the architecture where that is unreadable."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def describe_device(device: torch.device) -> tuple[str, str]:
     """(description, kind) of where a run computes, one format for every record:
-    ('cuda:NVIDIA H100', 'gpu') or ('cpu:x86_64 2 threads', 'cpu')."""
+    ('cuda:NVIDIA H100', 'gpu') or ('cpu:AMD EPYC 7B13 2 threads', 'cpu')."""
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}", "gpu"
-    return f"cpu:{platform.machine()} {torch.get_num_threads()} threads", "cpu"
+    return f"cpu:{cpu_model()} {torch.get_num_threads()} threads", "cpu"
 
 
 def shutdown() -> None:

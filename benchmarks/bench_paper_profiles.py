@@ -34,7 +34,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,14 +53,9 @@ GPUS = ((16, "16 GB (V100-16, T4)"), (24, "24 GB (RTX 3090/4090, A10, L4)"),
 HEADROOM = 0.9
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return platform.machine()
+def machine() -> str:
+    from backbones.distributed import cpu_model
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def smallest_gpu(mib: float) -> str:
@@ -158,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     params = load_params(ROOT / "params.yaml")
     result: dict[str, Any] = {
         "measured": {"date": dt.date.today().isoformat(), "commit": git_state()["commit"],
-                     "machine": cpu_model(),
+                     "machine": machine(),
                      "device": args.device, "threads": args.threads,
                      "search_batches": list(args.search_batches),
                      "retrain_batches": list(args.retrain_batches)},

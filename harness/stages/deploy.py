@@ -14,7 +14,6 @@ the weights, and agreement is then checked on random inputs.
 from __future__ import annotations
 
 import copy
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from rich.console import Console
 from torch import nn
 
 from backbones.checkpoint import build_network, load_network, nas_arch
+from backbones.distributed import cpu_model
 from backbones.binary import binary_convs, set_weight_binarization
 from backbones.genotypes import PUBLISHED
 from harness.config import Params
@@ -40,16 +40,6 @@ from harness.stages.common import (common_metrics, ensure_writable, locked, reso
 
 #: random inputs of the agreement check of an untrained (paper-size) network
 RANDOM_CHECK_IMAGES = 8
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _paper_size_record(params: Params, name: str, seed: int) -> dict[str, Any]:
