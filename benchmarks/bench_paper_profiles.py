@@ -82,7 +82,7 @@ def fit(xs: list[int], ys: list[float], at: int) -> float:
 
 
 def measure(spec: str, args: argparse.Namespace, *, C: int, layers: int, stem: str, size: int,
-            classes: int, batches: tuple[int, int], retrain: bool) -> list[dict]:
+            classes: int, batches: tuple[int, int]) -> list[dict]:
     rows = []
     for b in batches:
         ns = argparse.Namespace(C=C, layers=layers, batch=b, size=size, repeats=args.repeats,
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue          # no supernet, no step
             rows = measure(spec, args, C=prof.search.C, layers=prof.search.layers,
                            stem=prof.search.stem, size=size, classes=classes,
-                           batches=tuple(args.search_batches), retrain=False)
+                           batches=tuple(args.search_batches))
             p = project(rows, tuple(args.search_batches), prof.search.batch_size)
             p["spec"] = spec
             proj = search_projection(p, prof, args.device)
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         genotype = "dcpnas_l" if imagenet else "darts_v2"
         rows = measure(f"retrain:genotype={genotype}", args, C=t.C, layers=t.layers,
                        stem=t.stem, size=size, classes=classes,
-                       batches=tuple(args.retrain_batches), retrain=True)
+                       batches=tuple(args.retrain_batches))
         out["retrain"] = {**project(rows, tuple(args.retrain_batches), t.batch_size),
                           "network": f"{genotype}, C={t.C}, {t.layers} cells"}
         result["profiles"][name] = out

@@ -159,6 +159,12 @@ def _eager_if_twice(second_order: str, use_d: bool) -> contextlib.AbstractContex
     return torch.compiler.set_stance("force_eager") if twice else contextlib.nullcontext()
 
 
+def _host_floats(logs: dict[str, Tensor]) -> dict[str, float]:
+    """A step's scalars as Python floats, with one host sync for all of them."""
+    values = torch.stack([v.detach().float().reshape(()) for v in logs.values()]).tolist()
+    return dict(zip(logs, values))
+
+
 @register_search_method
 class DCPNAS(SearchMethod):
     name = "dcpnas"
@@ -229,10 +235,10 @@ class DCPNAS(SearchMethod):
         parent, child = self.parent, self.child
         p_arch, c_arch = parent.arch_parameters(), child.arch_parameters()
         p_weights, c_weights = list(parent.weight_parameters()), list(child.weight_parameters())
-        alpha_t = self._alpha(parent)                        # alpha^t (alpha~^t after step t-1)
-        zero = torch.zeros((), device=dev)
         if self.arch_frozen:
             return self._warmup_step(xt, yt, p_arch, p_weights, c_weights)
+        alpha_t = self._alpha(parent)                        # alpha^t (alpha~^t after step t-1)
+        zero = torch.zeros((), device=dev)
 
         # 1. the Parent's steps (every parent_every-th step) ---------------------------------
         if self.steps % cfg.parent_every == 0:
@@ -282,8 +288,7 @@ class DCPNAS(SearchMethod):
                 "child_acc": (logits_ct.argmax(1) == yt).float().mean() * 100,
                 "parent_acc": (logits_pt.argmax(1) == yt).float().mean() * 100,
                 "psi_mean": self.psi.mean(), "backtracked": n_bt}
-        values = torch.stack([v.detach().float().reshape(()) for v in logs.values()]).tolist()
-        return dict(zip(logs, values))                       # one host sync per step
+        return _host_floats(logs)
 
     def _warmup_step(self, xt: Tensor, yt: Tensor, p_arch: list[nn.Parameter],
                      p_weights: list[nn.Parameter], c_weights: list[nn.Parameter]
@@ -291,12 +296,8 @@ class DCPNAS(SearchMethod):
         """A warm-up step (the first ``arch_warmup_epochs``): the Parent's and the Child's
         weight steps on the training batch; alpha, alpha_hat, psi~ and backtracking rest."""
         if self.steps % self.cfg.parent_every == 0:
-            self.p_wopt.zero_grad(set_to_none=True)
-            with _no_grad_for(p_arch):
-                logits_pt = self.parent(xt)
-                parent_loss = F.cross_entropy(logits_pt, yt)
-                weight_step(self.parent, p_weights, self.p_wopt, parent_loss, self.cfg.grad_clip)
-            logits_pt = logits_pt.detach()
+            logits_pt, parent_loss = self._parent_weight_step(xt, yt, p_arch, p_weights,
+                                                              arch_grads=False)
         else:
             with torch.no_grad():
                 logits_pt = self.parent(xt)
@@ -306,8 +307,7 @@ class DCPNAS(SearchMethod):
         logs = {"loss": loss, "kl": kl, "recon": recon, "parent_loss": parent_loss.detach(),
                 "child_acc": (logits_ct.argmax(1) == yt).float().mean() * 100,
                 "parent_acc": (logits_pt.argmax(1) == yt).float().mean() * 100}
-        values = torch.stack([v.detach().float().reshape(()) for v in logs.values()]).tolist()
-        return dict(zip(logs, values))
+        return _host_floats(logs)
 
     def _parent_step(self, xt: Tensor, yt: Tensor, xv: Tensor, yv: Tensor,
                      p_arch: list[nn.Parameter], p_weights: list[nn.Parameter]
@@ -333,22 +333,29 @@ class DCPNAS(SearchMethod):
         self.p_aopt.step()
 
         # 1b. Parent weight step on the training batch --------------------------------------
-        self.p_wopt.zero_grad(set_to_none=True)
         take_tangent = cfg.tangent and cfg.child_arch_batch == "train"
         for a in p_arch:
             a.grad = None
-        with contextlib.nullcontext() if take_tangent else _no_grad_for(p_arch):
-            logits_pt = parent(xt)
-            parent_loss = F.cross_entropy(logits_pt, yt)
-            weight_step(parent, p_weights, self.p_wopt, parent_loss, cfg.grad_clip)
+        logits_pt, parent_loss = self._parent_weight_step(xt, yt, p_arch, p_weights,
+                                                          arch_grads=take_tangent)
         if take_tangent:                                     # same batch as the Child's pass
             tangent = [-g for g in mean_over_ranks(
                 [torch.zeros_like(a) if a.grad is None else a.grad for a in p_arch])]
             for a in p_arch:
                 a.grad = None
-        logits_pv, logits_pt = logits_pv.detach(), logits_pt.detach()
+        return arch_loss.detach(), parent_loss, logits_pv.detach(), logits_pt, tangent
 
-        return arch_loss.detach(), parent_loss.detach(), logits_pv, logits_pt, tangent
+    def _parent_weight_step(self, xt: Tensor, yt: Tensor, p_arch: list[nn.Parameter],
+                            p_weights: list[nn.Parameter], *, arch_grads: bool
+                            ) -> tuple[Tensor, Tensor]:
+        """The Parent's SGD step on the training batch; alpha gets a gradient too only with
+        ``arch_grads`` (the single-level Child's tangent). Returns (logits, loss), detached."""
+        self.p_wopt.zero_grad(set_to_none=True)
+        with contextlib.nullcontext() if arch_grads else _no_grad_for(p_arch):
+            logits_pt = self.parent(xt)
+            parent_loss = F.cross_entropy(logits_pt, yt)
+            weight_step(self.parent, p_weights, self.p_wopt, parent_loss, self.cfg.grad_clip)
+        return logits_pt.detach(), parent_loss.detach()
 
     def _second_order_term(self, x: Tensor, logits: Tensor, g_kl: list[Tensor],
                            tangent: list[Tensor]) -> tuple[list[Tensor], Tensor]:
