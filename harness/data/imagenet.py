@@ -110,6 +110,8 @@ def class_balanced_sample(targets: Sequence[int], class_names: Sequence[str], sp
     targets = np.asarray(targets)
     counts = np.bincount(targets, minlength=len(class_names))
     rng = np.random.default_rng(spec.seed)
+    # each class's indices in ascending order, from one stable sort (not a scan per class)
+    by_class = np.split(np.argsort(targets, kind="stable"), np.cumsum(counts)[:-1])
     w_idx: list[np.ndarray] = []
     a_idx: list[np.ndarray] = []
     for c, name in enumerate(class_names):
@@ -120,7 +122,7 @@ def class_balanced_sample(targets: Sequence[int], class_names: Sequence[str], sp
                 f"search.sample.{which} = {getattr(spec, which):g} of the {counts[c]} images in "
                 f"{where}/{name} is less than one image: expected a fraction that leaves every "
                 "class at least one image for the weights and one for the architecture")
-        members = np.flatnonzero(targets == c)[rng.permutation(int(counts[c]))]
+        members = by_class[c][rng.permutation(int(counts[c]))]
         w_idx.append(members[:n_w])
         a_idx.append(members[n_w:n_w + n_a])
     return sorted(np.concatenate(w_idx).tolist()), sorted(np.concatenate(a_idx).tolist())
