@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from harness.report.selection import (decoupled_of, paper_rows, paper_text, search_setting,
-                                      second_order_of)
-from harness.report.stats import fmt_stats, seed_stats
+from harness.report.selection import (column_stats, decoupled_of, device_list, paper_rows,
+                                      paper_text, search_setting, second_order_of)
+from harness.report.stats import fmt_stats
 from harness.report.vocabulary import (COST_CONTRADICT_FACTOR, COST_SUPPORT_FACTOR, TABLE_43,
                                        is_paper_scale, is_smoke, profile_sort_key)
 
@@ -163,17 +163,13 @@ def build_table_43(metrics: pd.DataFrame, paper: pd.DataFrame,
         p_top1, p_cost = _paper(paper, first, "top1"), _paper(paper, first, "search_cost")
         theirs = PAPER_METHOD.get(method, method)
         proj_cell, proj, proj_unit = _projection(bench, run)
-        sps = seed_stats(g["seconds_per_step"].tolist()) if "seconds_per_step" in g else \
-            seed_stats([])
         rows.append({
             "method": method, "variant": first["variant"], "components": _components(first),
             "profile": profile, "n seeds": len(g), "search sample": _sample_cell(g),
-            "device": ", ".join(sorted(set(g["device"]))),
-            "s/step": fmt_stats(sps, ".3g"),
-            "search cost": f"{fmt_stats(seed_stats(g['search_cost_value'].tolist()), '.3g')} "
-                           f"{unit}",
-            "top-1 (%)": fmt_stats(seed_stats(t["top1"].tolist())) if not t.empty
-            else "not retrained",
+            "device": device_list(g),
+            "s/step": fmt_stats(column_stats(g, "seconds_per_step"), ".3g"),
+            "search cost": f"{fmt_stats(column_stats(g, 'search_cost_value'), '.3g')} {unit}",
+            "top-1 (%)": fmt_stats(column_stats(t, "top1")) if not t.empty else "not retrained",
             "paper top-1 (%)": _paper_cell(p_top1, method, theirs),
             "paper search cost": _paper_cell(p_cost, method, theirs),
             "projected full paper-imagenet search": proj_cell,
