@@ -76,8 +76,11 @@ def world_size() -> int:
 
 
 def rank() -> int:
-    """This process's rank in the default process group; 0 when none is initialised."""
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    """This process's rank in the default process group; before one is initialised, torchrun's
+    ``RANK`` (a library may start the group later: mmengine's Runner does), else 0."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
 
 
 def average_gradients(params: Iterable[nn.Parameter]) -> None:

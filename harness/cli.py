@@ -24,16 +24,17 @@ console = Console(stderr=True)
 def _user_errors() -> tuple[type[BaseException], ...]:
     from backbones.atomic import CheckpointError
     from backbones.genotypes import GenotypeError
-    from backbones.registry import UnknownBackboneError
+    from backbones.registry import BackboneContractError, UnknownBackboneError
+    from backbones.resume import NonFiniteLossError
     from backbones.search.base import UnknownMethodError
     from harness.config import ConfigError
     from harness.data import DatasetError
-    from harness.engine import NonFiniteLossError
-    from harness.openvino_ir import DeployError
+    from harness.deploy.openvino_ir import DeployError
     from harness.records import RecordError
     from harness.runs import RunLockedError, RunNameError
     from harness.stages.common import OutputError
     errors: list[type[BaseException]] = [CheckpointError, GenotypeError, UnknownBackboneError,
+                                         BackboneContractError,
                                          UnknownMethodError, ConfigError, DatasetError,
                                          NonFiniteLossError, OutputError, DeployError,
                                          RecordError, RunLockedError, RunNameError]

@@ -7,29 +7,19 @@ per-epoch RNG handling so that a resumed run continues exactly as an uninterrupt
 """
 from __future__ import annotations
 
-import math
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
-from backbones.atomic import CheckpointError, atomic_torch_save, safe_torch_load
-from backbones.distributed import all_reduce_values
 from backbones import distributed as dist_utils
-from harness.provenance import changed_parts
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/inf scalar or architecture parameter; the last good checkpoint
-    is kept (every rank stops with the same message)."""
+from backbones.resume import check_finite, read_state, rng_state, save_state, set_rng_state
 
 
 class LoopTask(Protocol):
@@ -78,23 +68,20 @@ def run_loop(task: LoopTask, *, epochs: int, checkpoint: Path, desc: str,
 
     The checkpoint holds the task state, the history, the elapsed seconds and every RNG state
     (torch CPU and CUDA, numpy, Python) at the end of the epoch; it is written atomically (rank
-    0 only). A checkpoint whose ``fingerprint`` parts (``harness.provenance.fingerprint``:
-    settings, code, versions, data, world size, ...) differ is never resumed: the run starts
-    over and says which parts changed. After every step the logged scalars and the task's
+    0 only) and read back only with the same ``fingerprint`` (``backbones.resume``: settings,
+    code, versions, data, world size, ...); otherwise the run starts over and says which parts
+    changed. After every step the logged scalars and the task's
     ``watched()`` tensors are checked; a non-finite one stops every rank (the decision is
     all-reduced) with the same message, before anything of that epoch is written."""
     console = console or Console(stderr=True)
     result = LoopResult()
     start_epoch = 0
     elapsed_before = 0.0
-    state = _read_checkpoint(checkpoint) if checkpoint.is_file() else None
-    if state is not None:
-        changed = changed_parts(state.get("fingerprint"), fingerprint)
-        if changed:
-            if dist_utils.is_main():
-                console.print(f"[yellow]{checkpoint} was written with other inputs (changed: "
-                              f"{', '.join(changed)}); starting {desc} from scratch")
-            state = None
+
+    def say(message: str) -> None:
+        if dist_utils.is_main():
+            console.print(f"[yellow]{message}")
+    state = read_state(checkpoint, fingerprint, required=_STATE_KEYS, what=desc, log=say)
     if state is not None:
         task.load_state_dict(state["task"])
         result.history = list(state["history"])
@@ -142,11 +129,11 @@ def run_loop(task: LoopTask, *, epochs: int, checkpoint: Path, desc: str,
             result.step_seconds += step_seconds
             seconds = elapsed_before + time.perf_counter() - t0
             if dist_utils.is_main():
-                atomic_torch_save({"epoch": epoch, "fingerprint": dict(fingerprint),
-                                   "task": task.state_dict(),
-                                   "history": result.history, "seconds": seconds,
-                                   "steps": result.steps, "step_seconds": result.step_seconds,
-                                   "rng": rng_state()}, checkpoint)
+                save_state(checkpoint, fingerprint,
+                           {"epoch": epoch, "task": task.state_dict(),
+                            "history": result.history, "seconds": seconds,
+                            "steps": result.steps, "step_seconds": result.step_seconds,
+                            "rng": rng_state()})
             dist_utils.barrier()
             progress.update(bar_epochs, advance=1,
                             info=" ".join(f"{k}={v:.4g}" for k, v in logs.items()
@@ -157,78 +144,12 @@ def run_loop(task: LoopTask, *, epochs: int, checkpoint: Path, desc: str,
     return result
 
 
-_CHECKPOINT_KEYS = ("epoch", "fingerprint", "task", "history", "seconds", "rng")
-
-
-def _read_checkpoint(path: Path) -> dict[str, Any]:
-    state = safe_torch_load(path)
-    if not isinstance(state, dict) or any(k not in state for k in _CHECKPOINT_KEYS):
-        got = sorted(map(str, state)) if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{path}: not a resume checkpoint of the harness (expected a dict "
-                              f"with {', '.join(_CHECKPOINT_KEYS)}; got {got}); delete it to "
-                              f"start the run over")
-    return state
+_STATE_KEYS = ("epoch", "task", "history", "seconds", "rng")
 
 
 def _watched(task: LoopTask) -> dict[str, torch.Tensor]:
     watched = getattr(task, "watched", None)
     return watched() if watched is not None else {}
-
-
-def check_finite(scalars: dict[str, float], tensors: dict[str, torch.Tensor], where: str,
-                 checkpoint: Path | None = None, epoch: int | None = None) -> None:
-    """Raise NonFiniteLossError on every rank when any rank sees a non-finite scalar or tensor.
-
-    One all-reduce (max) of a flag per name, so all ranks know the same names and raise the
-    same message instead of one raising while the others wait in the next collective."""
-    names = sorted(scalars) + sorted(tensors)
-    flags = [0.0 if math.isfinite(float(scalars[k])) else 1.0 for k in sorted(scalars)]
-    flags += [0.0 if bool(torch.isfinite(t.detach()).all()) else 1.0
-              for _, t in sorted(tensors.items())]
-    flags = all_reduce_values(flags or [0.0], "max")[:len(names)]
-    bad = [n for n, f in zip(names, flags) if f > 0]
-    if not bad:
-        return
-    kept = ""
-    if checkpoint is not None:
-        kept = (f"; the last good checkpoint {checkpoint} (after epoch {epoch - 1}) is kept"
-                if checkpoint.is_file() and epoch else "; no checkpoint had been written yet")
-    raise NonFiniteLossError(f"{where}: non-finite value (NaN or inf) in {', '.join(bad)}"
-                             f"{kept}. Lower the learning rate or check the data.")
-
-
-def rng_state() -> dict[str, Any]:
-    """Every RNG a run draws from, as tensors and plain values (loads with weights_only)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(), "python": _plain(random.getstate()),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
-                  "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)}}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Any) -> None:
-    """Restore ``rng_state()`` (a bare tensor: torch's CPU state of an older checkpoint)."""
-    if isinstance(state, torch.Tensor):
-        torch.set_rng_state(state)
-        return
-    torch.set_rng_state(state["torch"])
-    random.setstate(_tuple(state["python"]))
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _plain(x: Any) -> Any:
-    return [_plain(v) for v in x] if isinstance(x, (list, tuple)) else x
-
-
-def _tuple(x: Any) -> Any:
-    return tuple(_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
 def set_loader_epoch(loader: Any, epoch: int, seed: int) -> None:

@@ -10,7 +10,6 @@ harness refuses to resume it.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import functools
 import hashlib
@@ -23,6 +22,8 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from backbones.resume import digest_of, with_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,8 +38,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
                "downstream/configs/detection", "harness/stages/transfer.py"),
     "reid": ("backbones", "downstream/reid",
              "downstream/configs/reid", "harness/stages/transfer.py"),
-    "deploy": ("backbones", "harness/openvino_ir.py", "harness/deploy_bench.py",
-               "harness/stages/deploy.py", "harness/stages/train.py"),
+    "deploy": ("backbones", "harness/deploy", "harness/costs.py", "harness/stages/common.py",
+               "harness/stages/deploy.py"),
 }
 
 #: distributions whose versions every record carries
@@ -60,19 +61,6 @@ CONTENT_DIGEST_LIMIT = 1 << 30
 
 def _sha(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
-
-
-def digest_of(*parts: Any) -> str:
-    """A short digest of settings models, dataclasses, dicts and plain values."""
-    from pydantic import BaseModel
-
-    def plain(obj: Any) -> Any:
-        if isinstance(obj, BaseModel):
-            return obj.model_dump()
-        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            return dataclasses.asdict(obj)
-        return obj
-    return _sha(json.dumps([plain(p) for p in parts], sort_keys=True, default=str))[:16]
 
 
 def _files_under(path: Path) -> Iterable[Path]:
@@ -179,12 +167,14 @@ def data_digest(root: str | os.PathLike[str], sample: Mapping[str, Iterable[int]
             "digest": h.hexdigest()[:16], "sample": sample_digest}
 
 
-def fingerprint(stage: str, settings: Iterable[Any], *, world_size: int,
-                data: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, str]:
-    """The parts a run's result depends on, each digested: settings, code, versions, world size,
-    data, and per-stage ``extra`` (a genotype, a starting checkpoint's sha256, ...)."""
-    parts = {"settings": digest_of(*settings), "code": code_digest(stage),
-             "versions": digest_of(stage_versions(stage)), "world_size": str(world_size)}
+def run_inputs(stage: str, *, world_size: int, data: Mapping[str, Any] | None = None,
+               **extra: Any) -> dict[str, str]:
+    """A run's fingerprint parts other than its settings, each digested: code, versions, world
+    size, data, and per-stage ``extra`` (a genotype, a starting checkpoint's sha256, ...). The
+    downstream runners add the digest of the settings they resolve
+    (``backbones.resume.with_settings``)."""
+    parts = {"code": code_digest(stage), "versions": digest_of(stage_versions(stage)),
+             "world_size": str(world_size)}
     if data is not None:
         parts["data"] = digest_of(data.get("digest"), data.get("sample"))
     for key, value in extra.items():
@@ -192,13 +182,12 @@ def fingerprint(stage: str, settings: Iterable[Any], *, world_size: int,
     return parts
 
 
-def changed_parts(old: Any, new: Mapping[str, str]) -> list[str]:
-    """Which parts of a stored fingerprint differ from ``new`` (a stored string or anything
-    else that is not a dict: written by an older harness)."""
-    if not isinstance(old, Mapping):
-        return ["format (written by an older version of the harness)"]
-    keys = sorted(set(old) | set(new))
-    return [k for k in keys if old.get(k) != new.get(k)]
+def fingerprint(stage: str, settings: Iterable[Any], *, world_size: int,
+                data: Mapping[str, Any] | None = None, **extra: Any) -> dict[str, str]:
+    """The parts a run's result depends on (``backbones.resume``): the settings' digest and
+    ``run_inputs``."""
+    return with_settings(run_inputs(stage, world_size=world_size, data=data, **extra),
+                         *settings)
 
 
 def now_iso() -> str:

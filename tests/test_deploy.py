@@ -15,7 +15,7 @@ pytest.importorskip("openvino")
 from backbones.binary import BinaryConv2d  # noqa: E402
 from backbones.registry import create_backbone  # noqa: E402
 from harness.cli import main  # noqa: E402
-from harness.openvino_ir import (DeployError, check_binary_runtime, compile_ir,  # noqa: E402
+from harness.deploy.openvino_ir import (DeployError, check_binary_runtime, compile_ir,  # noqa: E402
                                  convert, require_openvino, rewrite_binary_convs)
 from tests.test_pipeline import tiny_params  # noqa: E402
 
@@ -193,7 +193,7 @@ def test_deploy_of_a_network_without_binary_conv_is_one_clear_error(trained, cap
 def test_ir_pair_is_replaced_as_a_whole(tmp_path):
     """save_ir writes the .xml/.bin pair into a temporary folder that takes the old pair's
     place: no half-written or mismatched pair, no leftover after a normal write."""
-    from harness.openvino_ir import ir_xml, save_ir
+    from harness.deploy.openvino_ir import ir_xml, save_ir
     conv = BinaryConv2d(8, 4, 3, 1, 1, bias=False).eval()
     folder = tmp_path / "binary"
     n1 = save_ir(convert(conv, (1, 8, 5, 5)), folder)

@@ -13,11 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-import backbones.resnet_bireal  # noqa: F401 - registers "bireal_resnet18" (until zoo imports it)
 from backbones.atomic import CheckpointError, atomic_torch_save
 from backbones.network import NASNetwork
 from backbones.registry import UnknownBackboneError, create_backbone, resolve_genotype
 from downstream.detection.smoke_data import generate_coco_smoke
+from harness.stages.transfer import detect as recorded_detection
+from harness_fixtures import (assert_user_error, run, run_cli_inprocess, torchrun_cmd,
+                              write_params)
 
 torch.set_num_threads(1)
 
@@ -179,17 +181,16 @@ def test_bireal_in_faster_rcnn_and_frozen_stages(tmp_path):
     assert not any(m.training for m in bb.modules() if isinstance(m, nn.BatchNorm2d))
 
 
-def test_bad_backbone_name_is_one_clear_error(tmp_path, capsys):
-    from downstream.detection.run import main, run_detection
+def test_bad_backbone_name_is_one_clear_error(tmp_path):
+    from downstream.detection.run import run_detection
 
     with pytest.raises(UnknownBackboneError, match=r"unknown backbone 'nass'.*did you mean 'nas'"):
         run_detection("nass", config=FRCNN_SMOKE, work_dir=tmp_path / "w",
                       data_root=tmp_path / "d")
-    rc = main(["--backbone", "no_such_net", "--config", str(FRCNN_SMOKE), "--work-dir",
-               str(tmp_path / "w"), "--data-root", str(tmp_path / "d")])
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and err.startswith("error: unknown backbone 'no_such_net'")
-    assert "Traceback" not in err and len(err.splitlines()) == 1
+    code, err = run_cli_inprocess(write_params(tmp_path / "p"), "transfer", "--task",
+                                  "detection", "--backbone", "no_such_net")
+    assert_user_error(code, err, "backbone 'no_such_net'")
+    assert sum(line.startswith("error:") for line in err.splitlines()) == 1
     with pytest.raises(UnknownBackboneError, match="cannot import module"):
         run_detection("no.such.module:fn", config=FRCNN_SMOKE, work_dir=tmp_path / "w",
                       data_root=tmp_path / "d")
@@ -279,12 +280,11 @@ def test_smoke_data_is_coco_and_deterministic(tmp_path):
 
 # ---------------------------------------------------------------- train + eval
 def test_tiny_train_eval_writes_metrics(tmp_path, smoke_root):
-    from downstream.detection.run import run_detection
-
     t0 = time.perf_counter()
     work = tmp_path / "work"
-    res = run_detection("nas", config=FRCNN_SMOKE, work_dir=work, data_root=smoke_root,
-                        backbone_kwargs=TINY_NAS, max_epochs=1, seed=0, method="darts_v2")
+    res = recorded_detection("nas", config=FRCNN_SMOKE, work_dir=work, data_root=smoke_root,
+                             backbone_kwargs=TINY_NAS, max_epochs=1, seed=0, method="darts_v2",
+                             profile="smoke")
     on_disk = json.loads((work / "metrics.json").read_text())
     assert on_disk == res
     assert res["stage"] == "detect" and res["method"] == "darts_v2" and res["seed"] == 0
@@ -333,18 +333,17 @@ def test_resume_only_with_the_same_inputs(tmp_path, smoke_root):
     """A second call with the same settings resumes epoch_1.pth (mmengine's own history
     objects are unpickled under the weights-only allow-list) and only evaluates again; a call
     with another config starts over instead of re-validating the old detector."""
-    from downstream.detection.run import run_detection
-
     work = tmp_path / "work"
     kw = dict(config=FRCNN_SMOKE, work_dir=work, data_root=smoke_root,
-              backbone_kwargs=TINY_NAS, seed=0, max_epochs=1)
-    res = run_detection("nas", **kw)
+              backbone_kwargs=TINY_NAS, seed=0, max_epochs=1, method="nas", profile="smoke")
+    res = recorded_detection("nas", **kw)
     first = json.loads((work / "train_time.json").read_text())
-    again = run_detection("nas", **kw)
+    again = recorded_detection("nas", **kw)
     assert json.loads((work / "train_time.json").read_text()) == first   # nothing retrained
     assert again["bbox_mAP"] == res["bbox_mAP"]
     assert "resumed epoch: 1" in "".join(p.read_text() for p in work.glob("*/*.log"))
-    changed = run_detection("nas", **kw, cfg_options={"optim_wrapper.optimizer.lr": 0.002})
+    changed = recorded_detection("nas", **kw,
+                                 cfg_options={"optim_wrapper.optimizer.lr": 0.002})
     assert json.loads((work / "train_time.json").read_text()) != first  # trained again
     assert changed["provenance"]["fingerprint"]["settings"] != \
         res["provenance"]["fingerprint"]["settings"]
@@ -354,20 +353,14 @@ def test_resume_only_with_the_same_inputs(tmp_path, smoke_root):
 
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes(tmp_path, smoke_root):
-    """launcher='pytorch' under torchrun on a machine without GPUs (gloo, DDP device_ids=None)."""
-    import os
-    import subprocess
-    import sys
-
-    work = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "downstream.detection.run", "--launcher", "pytorch", "--backbone", "nas",
-           "--config", str(FRCNN_SMOKE), "--work-dir", str(work), "--data-root", str(smoke_root),
-           "--backbone-kwargs", json.dumps(TINY_NAS), "--max-epochs", "1"]
-    proc = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], env=env,
-                          capture_output=True, text=True, timeout=300)
+    """`harness transfer --task detection` with launcher 'pytorch' under torchrun on a machine
+    without GPUs (gloo, DDP device_ids=None): one record, written by rank 0."""
+    params = write_params(tmp_path, profile={"detect": {
+        "config": str(FRCNN_SMOKE), "data_root": str(smoke_root), "backbone_kwargs": TINY_NAS,
+        "max_epochs": 1, "launcher": "pytorch"}})
+    proc = run(torchrun_cmd(params, "transfer", "--task", "detection", "--backbone", "nas"),
+               timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads((work / "metrics.json").read_text())
+    res = json.loads((tmp_path / "runs/smoke/detect/nas/seed0/metrics.json").read_text())
     assert 0.0 <= res["bbox_mAP"] <= 100.0 and res["device_kind"] == "cpu"
-    assert proc.stdout.count('"method"') == 1  # one summary line (rank 0)
+    assert res["world_size"] == 2 and res["provenance"]["fingerprint"]["world_size"] == "2"

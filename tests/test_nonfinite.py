@@ -15,7 +15,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from backbones.genotypes import GenotypeError, parse_alphas
-from harness.engine import NonFiniteLossError, check_finite, run_loop
+from backbones.resume import NonFiniteLossError, check_finite
+from harness.engine import run_loop
 from harness_fixtures import (assert_user_error, free_port, run_cli_inprocess, search_dir,
                               shared_cifar, write_params)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from backbones.resume import changed_parts
 from harness import provenance as P
 from harness.records import read_record
 from harness_fixtures import (REPO, reference_search, run_cli_inprocess, search_dir,
@@ -57,11 +58,11 @@ def test_code_digest_follows_a_change_of_the_stages_code(tmp_path: Path,
 
 def test_changed_parts_names_what_changed() -> None:
     old = {"settings": "a", "code": "b", "versions": "c", "world_size": "1"}
-    assert P.changed_parts(old, dict(old)) == []
-    assert P.changed_parts(old, {**old, "code": "x", "world_size": "2"}) == ["code",
-                                                                            "world_size"]
-    assert P.changed_parts("0123abcd", old) == ["format (written by an older version of the "
-                                                "harness)"]
+    assert changed_parts(old, dict(old)) == []
+    assert changed_parts(old, {**old, "code": "x", "world_size": "2"}) == ["code",
+                                                                          "world_size"]
+    assert changed_parts("0123abcd", old) == ["format (written by an older version of the "
+                                              "harness)"]
 
 
 def test_data_digest_covers_files_and_the_sample(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import torch
 from backbones.atomic import CheckpointError, atomic_torch_save
 from backbones.genotypes import DARTS_V2
 from backbones.network import NASNetwork
+from backbones.registry import BackboneContractError
 from backbones.checkpoint import init_from_classifier, stem_dependent_prefixes
 from downstream.reid import (
     ReIDDataError,
@@ -27,6 +28,8 @@ from downstream.reid import (
     run_reid,
 )
 from downstream.reid.config import CONFIG_DIR, ReIDConfigError
+from harness.stages.transfer import reid as recorded_reid
+from harness_fixtures import assert_user_error, run_cli_inprocess, write_params
 
 torch.set_num_threads(1)
 with warnings.catch_warnings():
@@ -156,26 +159,31 @@ def _check_metrics(m: dict, work_dir: Path, loss: str) -> None:
 def test_tiny_softmax_run_and_resume(tmp_path: Path, smoke_root: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     work = tmp_path / "softmax"
-    m = run_reid("nas", work_dir=work, data_root=smoke_root, method="dcpnas", seed=3,
-                 **_smoke_kwargs())
+    m = recorded_reid("nas", work_dir=work, data_root=smoke_root, method="dcpnas",
+                      profile="smoke", **_smoke_kwargs(seed=3))
     _check_metrics(m, work, "softmax")
     assert m["method"] == "dcpnas" and m["seed"] == 3
     assert (work / "checkpoint.pt").is_file()
     capsys.readouterr()
-    again = run_reid("nas", work_dir=work, data_root=smoke_root, method="dcpnas", seed=3,
-                     **_smoke_kwargs())
+    again = recorded_reid("nas", work_dir=work, data_root=smoke_root, method="dcpnas",
+                          profile="smoke", **_smoke_kwargs(seed=3))
     assert "resumed from" in capsys.readouterr().out  # finished run: no retraining
     assert again["mAP"] == pytest.approx(m["mAP"]) and again["train_seconds"] == m["train_seconds"]
+    assert again["provenance"]["fingerprint"] == m["provenance"]["fingerprint"]
+    # the runner alone (no fingerprint inputs from the harness) never resumes, and writes no
+    # record: metrics.json stays the harness's
+    before = (work / "metrics.json").read_text()
+    alone = run_reid("nas", work_dir=work, data_root=smoke_root, **_smoke_kwargs(seed=3))
+    assert "resumed from" not in capsys.readouterr().out
+    assert set(alone["fingerprint"]) == {"settings"}
+    assert (work / "metrics.json").read_text() == before
 
 
-def test_tiny_triplet_run_via_cli(tmp_path: Path, smoke_root: Path) -> None:
-    from downstream.reid.run import main
+def test_tiny_triplet_run(tmp_path: Path, smoke_root: Path) -> None:
     work = tmp_path / "triplet"
-    rc = main(["--backbone", "nas", "--work-dir", str(work), "--data-root", str(smoke_root),
-               "--config", str(CONFIG_DIR / "smoke_triplet.yaml"), "--max-epoch", "1",
-               "--backbone-kwargs", json.dumps(TINY), "--set", "tensorboard=true"])
-    assert rc == 0
-    m = json.loads((work / "metrics.json").read_text())
+    m = recorded_reid("nas", work_dir=work, data_root=smoke_root, method="nas", profile="smoke",
+                      **load_reid_config(CONFIG_DIR / "smoke_triplet.yaml", max_epoch=1,
+                                         backbone_kwargs=TINY, tensorboard=True))
     _check_metrics(m, work, "softmax_triplet")
     assert any((work / "tensorboard").iterdir())
 
@@ -207,11 +215,12 @@ def test_user_backbone_module_function(tmp_path: Path, smoke_root: Path,
     model = trm.build_model(name, num_classes=4, loss="softmax").eval()
     assert model(torch.randn(2, 3, 64, 32)).shape == (2, 6)
     work = tmp_path / "user"
-    m = run_reid("reid_user_bb:tiny", work_dir=work, data_root=smoke_root,
-                 **load_reid_config("smoke", max_epoch=1, backbone_kwargs=None))
+    m = recorded_reid("reid_user_bb:tiny", work_dir=work, data_root=smoke_root,
+                      method="reid_user_bb-tiny", profile="smoke",
+                      **load_reid_config("smoke", max_epoch=1, backbone_kwargs=None))
     _check_metrics(m, work, "softmax")
-    assert m["method"] == "reid_user_bb:tiny"
-    with pytest.raises(TypeError, match="lacks"):
+    assert m["backbone"] == "reid_user_bb:tiny"
+    with pytest.raises(BackboneContractError, match="lacks"):
         register_harness_model("harness_user_bad", "torch.nn:Identity")
         trm.build_model("harness_user_bad", num_classes=2)
 
@@ -234,11 +243,12 @@ def test_data_root_without_layout(tmp_path: Path, capsys: pytest.CaptureFixture[
         run_reid("nas", work_dir=tmp_path / "w", data_root=tmp_path / "partial",
                  **_smoke_kwargs(dataset="dukemtmcreid"))
     assert not (tmp_path / "empty").exists()  # nothing created, nothing downloaded
-    from downstream.reid.run import main
-    assert main(["--backbone", "nas", "--work-dir", str(tmp_path / "w"), "--data-root",
-                 str(tmp_path / "empty"), "--config", "smoke"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    params = write_params(tmp_path / "p",
+                          profile={"reid": {"data_root": str(tmp_path / "empty")}})
+    code, err = run_cli_inprocess(params, "transfer", "--task", "reid", "--backbone",
+                                  "bireal_resnet18")
+    assert_user_error(code, err, str(tmp_path / "empty"), "market1501/Market-1501-v15.09.15")
+    assert sum(line.startswith("error:") for line in err.splitlines()) == 1
 
 
 def test_configs() -> None:
@@ -251,7 +261,7 @@ def test_configs() -> None:
         if name.startswith(("market", "duke")):
             assert (cfg["height"], cfg["width"], cfg["max_epoch"], cfg["lr"]) == (256, 128, 60,
                                                                                    3e-4)
-            assert cfg["profile"] == "paper"
+            assert "profile" not in cfg   # the harness labels the record with its profile
     cfg = load_reid_config("market1501_softmax", backbone_kwargs={"C": 36}, seed=2)
     assert cfg["backbone_kwargs"] == {"stem": "imagenet", "C": 36} and cfg["seed"] == 2
     with pytest.raises(ReIDConfigError, match="bogus"):
@@ -326,8 +336,8 @@ def test_run_from_train_checkpoint(tmp_path: Path, smoke_root: Path) -> None:
     ckpt = tmp_path / "runs" / "smoke" / "train" / "dcpnas" / "seed0" / "model.pt"
     _train_checkpoint(ckpt, stem="cifar")
     work = tmp_path / "reid"
-    m = run_reid("nas", work_dir=work, data_root=smoke_root, init_checkpoint=ckpt,
-                 method="dcpnas", **load_reid_config("smoke", max_epoch=1))
+    m = recorded_reid("nas", work_dir=work, data_root=smoke_root, init_checkpoint=ckpt,
+                      method="dcpnas", profile="smoke", **load_reid_config("smoke", max_epoch=1))
     _check_metrics(m, work, "softmax")
     assert m["init_checkpoint"] == str(ckpt)
 

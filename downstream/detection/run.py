@@ -1,13 +1,14 @@
-"""Train and evaluate an mmdet detector with a harness backbone; write ``metrics.json``.
+"""Train and evaluate an mmdet detector with a harness backbone; return what it measured.
 
     run_detection("nas", config="downstream/configs/detection/faster-rcnn_harness_fpn_smoke.py",
                   work_dir=Path("runs/smoke/detect/dcpnas/seed0"), data_root=Path("data/coco_smoke"),
                   init_checkpoint=Path("runs/smoke/train/dcpnas/seed0/model.pt"), seed=0)
 
-or ``python -m downstream.detection.run --backbone nas --config ... --work-dir ... --data-root
-...`` (``--launcher pytorch`` under torchrun). Training, checkpointing, resuming (``resume=True``
-continues from the latest ``epoch_N.pth`` in ``work_dir`` after a kill) and distributed
-launch are mmengine's ``Runner``; the config is a plain mmdet config whose backbone is
+(``harness transfer --task detection`` calls it and writes the run's metrics.json with its
+provenance; ``launcher="pytorch"`` under torchrun). Training, checkpointing, resuming
+(``resume=True`` continues from the latest ``epoch_N.pth`` in ``work_dir`` after a kill, only
+for a run with the same fingerprint: ``workdir.prepare_work_dir``) and distributed launch are
+mmengine's ``Runner``; the config is a plain mmdet config whose backbone is
 ``type='HarnessBackbone'``. Before the Runner is built, the backbone is built once: a bad name,
 genotype or checkpoint fails there with one clear error, and its feature channels and strides
 fill the neck's ``in_channels``, the anchor generators' ``strides`` and the RoI extractor's
@@ -19,10 +20,7 @@ the first backbone level with at least that stride: RetinaNet's P3-P7 = 8).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -30,19 +28,14 @@ from typing import Any
 
 import torch
 
-from backbones.atomic import CheckpointError, jsonable
+from backbones.atomic import jsonable
 from backbones.distributed import describe_device
-from backbones.genotypes import GenotypeError
-from backbones.registry import UnknownBackboneError
+from backbones.resume import with_settings
 from downstream.detection.workdir import (make_finite_hook, make_run_hook, mmengine_safe_globals,
                                           prepare_work_dir)
-from harness.records import DetectRecord, Provenance, write_record
 
-METRICS_FILE = "metrics.json"
 _DETECTORS = {"FasterRCNN": "faster_rcnn", "RetinaNet": "retinanet", "SingleStageDetector": "ssd",
               "SSD": "ssd"}
-# errors with a message that says everything (the CLI prints them without a traceback)
-HARNESS_ERRORS = (UnknownBackboneError, CheckpointError, GenotypeError, FileNotFoundError)
 
 
 def _walk(node: Any) -> Iterator[dict]:
@@ -145,10 +138,6 @@ def _device(model: torch.nn.Module) -> tuple[str, str]:
     return describe_device(dev)
 
 
-def _label(backbone: str) -> str:
-    return backbone.rsplit(":", 1)[-1] if ":" in backbone else backbone
-
-
 # --------------------------------------------------------------------------- the entry point
 def load_detection_config(config: str | os.PathLike[str], backbone: str, *, data_root: Path,
                           work_dir: Path, backbone_kwargs: Mapping[str, Any] | None = None,
@@ -202,38 +191,36 @@ def run_detection(backbone: str, *, config: str | os.PathLike[str], work_dir: Pa
                   data_root: Path, backbone_kwargs: dict | None = None,
                   init_checkpoint: Path | None = None, max_epochs: int | None = None,
                   seed: int = 0, launcher: str = "none", resume: bool = True,
-                  cfg_options: dict | None = None, method: str | None = None,
-                  profile: str = "smoke") -> dict:
-    """Train + evaluate; returns the metrics and writes them atomically to work_dir/metrics.json.
+                  cfg_options: dict | None = None,
+                  inputs: dict[str, str] | None = None) -> dict:
+    """Train + evaluate; returns what it measured (the fields of ``harness.records.DetectRecord``
+    but the run's labels and provenance) and the run's ``fingerprint``.
 
     ``backbone`` is a registry name or ``module:function``; ``backbone_kwargs`` override the
     config's (and, for a checkpoint of the same backbone, the checkpoint's ``arch.kwargs``).
+    ``inputs``: the fingerprint parts other than the settings (code, versions, data, world
+    size, starting checkpoint: ``harness.provenance.run_inputs``); without them the run never
+    resumes.
     """
-    from mmengine.dist import is_main_process
     from mmengine.runner import Runner
     from mmdet.utils import register_all_modules
 
-    from harness.provenance import (data_digest, file_sha256, fingerprint as fingerprint_of,
-                                    now_iso, provenance)
-    started, t_start = now_iso(), time.perf_counter()
     register_all_modules(init_default_scope=False)
     work_dir = Path(work_dir)
     cfg, filled = load_detection_config(
         config, backbone, data_root=data_root, work_dir=work_dir,
         backbone_kwargs=backbone_kwargs, init_checkpoint=init_checkpoint,
-        max_epochs=max_epochs, seed=seed, launcher=launcher, resume=resume,
-        cfg_options=cfg_options)
+        max_epochs=max_epochs, seed=seed, launcher=launcher,
+        resume=resume and inputs is not None, cfg_options=cfg_options)
     if not Path(data_root).is_dir():
-        raise FileNotFoundError(f"detection data root {data_root} not found (for the smoke set: "
-                                f"downstream.detection.smoke_data.generate_coco_smoke(root) or "
-                                f"--smoke-data)")
+        raise FileNotFoundError(f"detection data root {data_root} not found (the smoke set: "
+                                f"`harness prepare`, or "
+                                f"downstream.detection.smoke_data.generate_coco_smoke(root))")
     work_dir.mkdir(parents=True, exist_ok=True)
-    data = data_digest(data_root)
     settings = {k: v for k, v in cfg.to_dict().items()
                 if k not in ("work_dir", "launcher", "resume", "load_from", "model_wrapper_cfg")}
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    fp = fingerprint_of("detect", [backbone, settings, seed], world_size=world, data=data,
-                        init=file_sha256(init_checkpoint) if init_checkpoint else "none")
+    fp = with_settings(inputs, backbone, settings, seed)
     if int(os.environ.get("RANK", "0")) == 0:
         prepare_work_dir(work_dir, fp)
     if launcher != "none" and not torch.cuda.is_available():
@@ -257,26 +244,18 @@ def run_detection(backbone: str, *, config: str | os.PathLike[str], work_dir: Pa
     train_dataset = cfg.train_dataloader.dataset
     while "dataset" in train_dataset:  # RepeatDataset / ClassBalancedDataset wrappers
         train_dataset = train_dataset.dataset
-    record = DetectRecord(
-        method=method or _label(backbone), seed=int(seed),
-        detector=cfg.get("detector_name") or _DETECTORS.get(cfg.model.type,
-                                                            str(cfg.model.type).lower()),
-        dataset=cfg.get("dataset_name") or str(train_dataset.get("type", "unknown")),
-        **extract_bbox_metrics(metrics),
-        train_seconds=round(hook.train_seconds(max_ep), 2), wall_seconds=round(wall, 2),
-        device=device, device_kind=kind, profile=profile, epochs=max_ep, backbone=backbone,
-        backbone_kwargs=jsonable(cfg.model.backbone.backbone_kwargs),
-        init_checkpoint=None if init_checkpoint is None else str(init_checkpoint),
-        config=str(config), **filled,
-        raw_metrics={k: v for k, v in ((k, jsonable(v)) for k, v in metrics.items())
-                     if isinstance(v, (int, float, str)) or v is None},
-        world_size=world,
-        provenance=Provenance(**provenance("detect", fingerprint=fp, data=data,
-                                           started=started,
-                                           seconds=time.perf_counter() - t_start)))
-    if is_main_process():
-        write_record(work_dir / METRICS_FILE, record)
-    return record.model_dump()
+    return {"detector": cfg.get("detector_name") or _DETECTORS.get(cfg.model.type,
+                                                                  str(cfg.model.type).lower()),
+            "dataset": cfg.get("dataset_name") or str(train_dataset.get("type", "unknown")),
+            **extract_bbox_metrics(metrics),
+            "train_seconds": round(hook.train_seconds(max_ep), 2), "wall_seconds": round(wall, 2),
+            "device": device, "device_kind": kind, "epochs": max_ep, "backbone": backbone,
+            "backbone_kwargs": jsonable(cfg.model.backbone.backbone_kwargs),
+            "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint),
+            "config": str(config), **filled,
+            "raw_metrics": {k: v for k, v in ((k, jsonable(v)) for k, v in metrics.items())
+                            if isinstance(v, (int, float, str)) or v is None},
+            "world_size": world, "fingerprint": fp}
 
 
 def _init_cpu_distributed(launcher: str) -> None:
@@ -289,60 +268,3 @@ def _init_cpu_distributed(launcher: str) -> None:
                          f"'pytorch' (torchrun) or 'none'")
     if not dist.is_initialized():
         dist.init_process_group(backend="gloo")
-
-
-# --------------------------------------------------------------------------- CLI
-def _kv(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m downstream.detection.run",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--backbone", required=True, help="registry name or module:function")
-    p.add_argument("--config", required=True, type=Path)
-    p.add_argument("--work-dir", required=True, type=Path)
-    p.add_argument("--data-root", required=True, type=Path)
-    p.add_argument("--backbone-kwargs", type=json.loads, default=None,
-                   help='JSON object, e.g. \'{"genotype": "g.json", "C": 8}\'')
-    p.add_argument("--init-checkpoint", type=Path, default=None)
-    p.add_argument("--max-epochs", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm", "mpi"])
-    p.add_argument("--no-resume", action="store_true")
-    p.add_argument("--method", default=None)
-    p.add_argument("--profile", default="smoke")
-    p.add_argument("--cfg-options", nargs="*", type=_kv, default=[],
-                   help="mmengine overrides key=value (value parsed as JSON when possible)")
-    p.add_argument("--smoke-data", action="store_true",
-                   help="generate (or reuse) the COCO-format smoke set under --data-root")
-    p.add_argument("--local-rank", "--local_rank", type=int, default=None,
-                   help=argparse.SUPPRESS)  # torch.distributed.launch compatibility
-    args = p.parse_args(argv)
-    try:
-        if args.smoke_data:
-            from downstream.detection.smoke_data import generate_coco_smoke
-            generate_coco_smoke(args.data_root)
-        result = run_detection(
-            args.backbone, config=args.config, work_dir=args.work_dir, data_root=args.data_root,
-            backbone_kwargs=args.backbone_kwargs, init_checkpoint=args.init_checkpoint,
-            max_epochs=args.max_epochs, seed=args.seed, launcher=args.launcher,
-            resume=not args.no_resume, cfg_options=dict(args.cfg_options) or None,
-            method=args.method, profile=args.profile)
-    except HARNESS_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(json.dumps({k: result[k] for k in ("method", "detector", "dataset", "bbox_mAP",
-                                                 "bbox_mAP_50", "train_seconds", "device")}))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from backbones.atomic import atomic_write_json
+from backbones.resume import changed_parts, check_finite
 
 TIME_FILE = "train_time.json"
 
@@ -143,7 +144,6 @@ def make_finite_hook() -> Any:
         priority = "VERY_HIGH"
 
         def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-            from harness.engine import check_finite
             scalars = {k: float(v.detach().float().mean()) if isinstance(v, torch.Tensor)
                        else float(v) for k, v in (outputs or {}).items()
                        if isinstance(v, (torch.Tensor, int, float))}
@@ -163,7 +163,6 @@ def prepare_work_dir(work_dir: Path, fingerprint: Mapping[str, str],
     fingerprint differs (or is missing beside checkpoints), remove the checkpoints and the
     resume files, so mmengine's ``resume=True`` starts over; then store the new fingerprint.
     Returns the parts that changed (empty: resume)."""
-    from harness.provenance import changed_parts
     path = work_dir / FINGERPRINT_FILE
     old: Any = None
     if path.is_file():

@@ -1,8 +1,8 @@
 """Re-ID run configurations: flat YAML mappings of ``run_reid`` keyword arguments.
 
 Format (``downstream/configs/reid/*.yaml``): one mapping whose keys are keyword arguments of
-``downstream.reid.run.run_reid`` other than ``backbone``, ``work_dir`` and ``data_root`` (which
-are per run), e.g.::
+``downstream.reid.run.run_reid`` other than ``backbone``, ``work_dir``, ``data_root`` and
+``inputs`` (which are per run), e.g.::
 
     dataset: market1501          # market1501 | dukemtmcreid
     loss: softmax                # softmax | softmax_triplet
@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "reid"
-PER_RUN = ("backbone", "work_dir", "data_root")
+PER_RUN = ("backbone", "work_dir", "data_root", "inputs")
 
 
 class ReIDConfigError(ValueError):
@@ -35,12 +35,11 @@ class ReIDConfigError(ValueError):
 #: the keyword arguments of ``run_reid`` a config may set (all but PER_RUN; a test keeps the
 #: two lists equal, so the config never has to import the runner)
 CONFIG_KEYS = ("dataset", "dataset_label", "loss", "backbone_kwargs", "init_checkpoint",
-               "max_epoch", "height", "width", "batch_size", "lr", "seed", "profile", "method",
-               "optimizer", "weight_decay", "lr_scheduler", "stepsize", "gamma",
-               "num_instances", "margin", "weight_t", "weight_x", "label_smooth", "fc_dims",
-               "dropout_p", "transforms", "fixbase_epoch", "open_layers", "batch_size_test",
-               "workers", "dist_metric", "normalize_feature", "print_freq", "device",
-               "tensorboard", "resume", "log")
+               "max_epoch", "height", "width", "batch_size", "lr", "seed", "optimizer",
+               "weight_decay", "lr_scheduler", "stepsize", "gamma", "num_instances", "margin",
+               "weight_t", "weight_x", "label_smooth", "fc_dims", "dropout_p", "transforms",
+               "fixbase_epoch", "open_layers", "batch_size_test", "workers", "dist_metric",
+               "normalize_feature", "print_freq", "device", "tensorboard", "resume", "log")
 
 
 def config_keys() -> list[str]:

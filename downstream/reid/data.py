@@ -18,8 +18,9 @@ MARKET_NAME = re.compile(r"^(-1|\d{4})_c(\d)s(\d)_(\d{6})_(\d{2})\.jpg$")
 SPLITS = ("bounding_box_train", "query", "bounding_box_test")
 
 
-class ReIDDataError(FileNotFoundError):
-    """A re-ID data root without the layout torchreid expects."""
+class ReIDDataError(ValueError):
+    """A re-ID data root without the layout torchreid expects (an input error, not a storage
+    failure: the CLI prints it as one line with exit status 2)."""
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else super().__str__()

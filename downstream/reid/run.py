@@ -4,29 +4,25 @@
 ``ImageTripletEngine`` (loss ``softmax_triplet``: cross-entropy + triplet, identity sampler),
 using the engine's per-epoch ``train()``; the final evaluation uses the engine's feature
 extraction and torchreid's ``compute_distance_matrix`` / ``evaluate_rank`` (Market-1501 protocol:
-same-id same-camera gallery images are discarded). It writes into ``work_dir``:
+same-id same-camera gallery images are discarded). It returns the measured metrics (the
+``harness transfer`` stage writes them, with their provenance, as the run's metrics.json) and
+writes into ``work_dir``:
 
-  metrics.json    stage, method, seed, dataset, loss, mAP, rank1, rank5, rank10 (percent),
-                  train_seconds, device, device_kind, profile (+ a few descriptive keys)
   checkpoint.pt   model/optimizer/scheduler/RNG state after the last finished epoch, saved
                   atomically and reloaded with weights_only=True (torchreid's own resume calls
-                  torch.load without it, so it is not used); a rerun with the same settings
-                  resumes, one with other settings starts afresh
+                  torch.load without it, so it is not used), keyed by the run's fingerprint
+                  (``backbones.resume``): a rerun with the same inputs resumes, one with other
+                  inputs starts afresh
   tensorboard/    the engine's training scalars (when tensorboard=True)
 
 Nothing is downloaded: the data root is checked first (``ReIDDataError`` naming the path and
 the expected layout), ``pretrained`` ImageNet weights are never fetched (initialise from the
 train stage's checkpoint with ``init_checkpoint``) and ranked-result visualisation is off.
-
-CLI: ``python -m downstream.reid.run --backbone nas --work-dir W --data-root D
-[--config market1501_softmax] [--init-checkpoint runs/smoke/train/dcpnas/seed0/model.pt] ...``
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -35,20 +31,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from backbones.atomic import CheckpointError, atomic_torch_save, safe_torch_load
 from backbones.distributed import describe_device
-from harness.engine import check_finite, rng_state, set_rng_state
-from harness.provenance import (changed_parts, data_digest, file_sha256,
-                                fingerprint as fingerprint_of, now_iso, provenance)
-from harness.records import Provenance, ReidRecord, write_record
+from backbones.resume import (check_finite, read_state, rng_state, save_state, set_rng_state,
+                              with_settings)
 from downstream.reid.data import check_reid_data_root
 from downstream.reid.model import build_reid_model, count_parameters, describe_kwargs
 
 LOSS_NAMES = {"softmax": "softmax", "softmax_triplet": "softmax_triplet",
               "triplet": "softmax_triplet"}
-RESUME_FORMAT = "reid-resume/1"
+_STATE_KEYS = ("epoch", "train_seconds", "model", "optimizer", "scheduler", "rng")
 
 
 def _log(msg: str) -> None:
@@ -63,27 +55,6 @@ def _import_torchreid():
         import torchreid.reid.metrics
         import torchreid.reid.optim
     return torchreid.reid
-
-
-# ---------------------------------------------------------------------------------- resume
-
-def _load_resume(path: Path, fingerprint: Mapping[str, str]) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        ck = safe_torch_load(path)
-    except CheckpointError as exc:
-        _log(f"[reid] ignoring {path}: {exc}; starting afresh")
-        return None
-    if not isinstance(ck, dict) or ck.get("format") != RESUME_FORMAT:
-        _log(f"[reid] ignoring {path}: not a {RESUME_FORMAT} checkpoint; starting afresh")
-        return None
-    changed = changed_parts(ck.get("fingerprint"), fingerprint)
-    if changed:
-        _log(f"[reid] ignoring {path}: written with other inputs (changed: "
-             f"{', '.join(changed)}); starting afresh")
-        return None
-    return ck
 
 
 def guard_non_finite(engine: Any) -> None:
@@ -156,8 +127,7 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
              backbone_kwargs: Mapping[str, Any] | None = None,
              init_checkpoint: str | os.PathLike[str] | None = None, max_epoch: int = 60,
              height: int = 256, width: int = 128, batch_size: int = 32, lr: float = 3e-4,
-             seed: int = 0, profile: str = "smoke", method: str | None = None,
-             optimizer: str = "adam", weight_decay: float = 5e-4,
+             seed: int = 0, optimizer: str = "adam", weight_decay: float = 5e-4,
              lr_scheduler: str = "single_step", stepsize: int | list[int] = 20,
              gamma: float = 0.1, num_instances: int = 4, margin: float = 0.3,
              weight_t: float = 1.0, weight_x: float = 1.0, label_smooth: bool = True,
@@ -166,18 +136,21 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
              open_layers: Sequence[str] | None = None, batch_size_test: int = 100,
              workers: int = 4, dist_metric: str = "euclidean", normalize_feature: bool = False,
              print_freq: int = 10, device: str | None = None, tensorboard: bool = True,
-             resume: bool = True, log: Callable[[str], None] = _log) -> dict[str, Any]:
-    """Train and evaluate a re-ID model on ``backbone``; returns (and writes) metrics.json.
+             resume: bool = True, inputs: Mapping[str, str] | None = None,
+             log: Callable[[str], None] = _log) -> dict[str, Any]:
+    """Train and evaluate a re-ID model on ``backbone``; returns what it measured (the fields of
+    ``harness.records.ReidRecord`` but the run's labels and provenance) and the run's
+    ``fingerprint``.
 
     ``backbone``: a harness registry name (``nas``, ``darts_v2``, ...) or
     ``"package.module:function"``; ``backbone_kwargs`` go to it (``genotype`` (a path or name),
     ``C``, ``layers``, ``stem``; with ``init_checkpoint`` the checkpoint's arch fills in what
     is not given). ``loss``: ``softmax`` or ``softmax_triplet`` (``triplet`` is an alias).
-    ``method`` labels the run in metrics.json (default: the backbone spec), ``dataset_label``
-    the data (default: ``dataset``; the smoke config says ``market1501_smoke``: its images are
-    generated, only the layout is Market-1501's).
+    ``dataset_label`` names the data (default: ``dataset``; the smoke config says
+    ``market1501_smoke``: its images are generated, only the layout is Market-1501's).
+    ``inputs``: the fingerprint parts other than the settings (code, versions, data, starting
+    checkpoint: ``harness.provenance.run_inputs``); without them the run never resumes.
     """
-    started, t_start = now_iso(), time.perf_counter()
     if loss not in LOSS_NAMES:
         raise ValueError(f"unknown loss {loss!r}: expected 'softmax' or 'softmax_triplet'")
     loss = LOSS_NAMES[loss]
@@ -227,7 +200,6 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
 
     settings = {
         "backbone": backbone, "backbone_kwargs": json.loads(describe_kwargs(model.backbone_kwargs)),
-        "init_sha256": None if init_checkpoint is None else file_sha256(init_checkpoint),
         "dataset": dataset, "loss": loss, "max_epoch": max_epoch, "height": height,
         "width": width, "batch_size": batch_size, "lr": lr, "seed": seed, "optimizer": optimizer,
         "weight_decay": weight_decay, "lr_scheduler": lr_scheduler, "stepsize": stepsize,
@@ -236,12 +208,13 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
         "fc_dims": list(fc_dims) if fc_dims else None, "dropout_p": dropout_p,
         "transforms": list(transforms), "fixbase_epoch": fixbase_epoch,
         "open_layers": list(open_layers) if open_layers else None}
-    data = data_digest(data_root)
-    fingerprint = fingerprint_of("reid", [settings], world_size=1, data=data,
-                                 init=settings["init_sha256"] or "none")
+    fingerprint = with_settings(inputs, settings)
     ckpt_path = work_dir / "checkpoint.pt"
     start_epoch, train_seconds = 0, 0.0
-    ck = _load_resume(ckpt_path, fingerprint) if resume else None
+    ck = None
+    if resume and inputs is not None:
+        ck = read_state(ckpt_path, fingerprint, required=_STATE_KEYS, what="re-ID",
+                        log=lambda m: log(f"[reid] {m}"))
     if ck is not None:
         model.load_state_dict(ck["model"])
         optim.load_state_dict(ck["optimizer"])
@@ -264,11 +237,10 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
             if use_gpu:
                 torch.cuda.synchronize()
             train_seconds += time.perf_counter() - t0
-            atomic_torch_save({"format": RESUME_FORMAT, "fingerprint": fingerprint,
-                               "epoch": epoch + 1, "train_seconds": train_seconds,
-                               "model": model.state_dict(), "optimizer": optim.state_dict(),
-                               "scheduler": sched.state_dict(), "rng": rng_state()},
-                              ckpt_path)
+            save_state(ckpt_path, fingerprint,
+                       {"epoch": epoch + 1, "train_seconds": train_seconds,
+                        "model": model.state_dict(), "optimizer": optim.state_dict(),
+                        "scheduler": sched.state_dict(), "rng": rng_state()})
         result = evaluate(engine, dataset, dist_metric=dist_metric,
                           normalize_feature=normalize_feature)
         if engine.writer is not None:
@@ -279,76 +251,13 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
             engine.writer.close()
 
     where, kind = describe_device(torch.device("cuda", 0) if use_gpu else torch.device("cpu"))
-    record = ReidRecord(
-        method=method or backbone, seed=seed, dataset=dataset_label or dataset, loss=loss,
-        mAP=result["mAP"], rank1=result["rank1"], rank5=result["rank5"],
-        rank10=result["rank10"], train_seconds=round(train_seconds, 3),
-        device=where, device_kind=kind, profile=profile,
-        # descriptive extras
-        backbone=backbone, max_epoch=max_epoch, num_params=count_parameters(model),
-        num_train_ids=int(datamanager.num_train_pids), num_query=result["num_query"],
-        num_gallery=result["num_gallery"],
-        init_checkpoint=None if init_checkpoint is None else str(init_checkpoint), world_size=1,
-        provenance=Provenance(**provenance("reid", fingerprint=fingerprint, data=data,
-                                           started=started,
-                                           seconds=time.perf_counter() - t_start)))
-    write_record(work_dir / "metrics.json", record)
-    metrics = record.model_dump()
-    log(f"[reid] {metrics['method']} {metrics['dataset']} {loss}: mAP {metrics['mAP']:.1f} "
-        f"rank1 {metrics['rank1']:.1f} ({train_seconds:.1f}s training) -> "
-        f"{work_dir / 'metrics.json'}")
-    return metrics
-
-
-# ---------------------------------------------------------------------------------- CLI
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from backbones.registry import UnknownBackboneError
-    from downstream.reid.config import ReIDConfigError, load_reid_config
-    from downstream.reid.data import ReIDDataError
-
-    ap = argparse.ArgumentParser(prog="python -m downstream.reid.run",
-                                 description="Train + evaluate person re-ID on a harness backbone "
-                                             "with torchreid.")
-    ap.add_argument("--backbone", required=True, help="registry name or package.module:function")
-    ap.add_argument("--work-dir", required=True, type=Path)
-    ap.add_argument("--data-root", required=True, type=Path)
-    ap.add_argument("--config", help="YAML config path or name in downstream/configs/reid/")
-    ap.add_argument("--backbone-kwargs", type=json.loads, help="JSON object, e.g. '{\"C\": 8}'")
-    ap.add_argument("--init-checkpoint", type=Path)
-    for flag, typ in (("dataset", str), ("loss", str), ("max-epoch", int), ("height", int),
-                      ("width", int), ("batch-size", int), ("lr", float), ("seed", int),
-                      ("profile", str), ("method", str), ("device", str), ("workers", int)):
-        ap.add_argument(f"--{flag}", type=typ)
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="any other run_reid argument (VALUE parsed as YAML)")
-    a = ap.parse_args(argv)
-    overrides: dict[str, Any] = {}
-    for key in ("dataset", "loss", "max_epoch", "height", "width", "batch_size", "lr", "seed",
-                "profile", "method", "device", "workers", "backbone_kwargs", "init_checkpoint"):
-        if getattr(a, key) is not None:
-            overrides[key] = getattr(a, key)
-    for item in a.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            ap.error(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key.strip()] = yaml.safe_load(value)
-    try:
-        if a.config:
-            kwargs = load_reid_config(a.config, **overrides)
-        else:
-            from downstream.reid.config import config_keys, merge_reid_kwargs
-            unknown = sorted(set(overrides) - set(config_keys()))
-            if unknown:
-                raise ReIDConfigError(f"unknown key(s) {unknown}")
-            kwargs = merge_reid_kwargs({}, overrides)
-        metrics = run_reid(a.backbone, work_dir=a.work_dir, data_root=a.data_root, **kwargs)
-    except (ReIDDataError, ReIDConfigError, CheckpointError, UnknownBackboneError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(metrics, indent=2, sort_keys=True))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    log(f"[reid] {backbone} {dataset_label or dataset} {loss}: mAP {result['mAP']:.1f} "
+        f"rank1 {result['rank1']:.1f} ({train_seconds:.1f}s training)")
+    return {"dataset": dataset_label or dataset, "loss": loss, "mAP": result["mAP"],
+            "rank1": result["rank1"], "rank5": result["rank5"], "rank10": result["rank10"],
+            "train_seconds": round(train_seconds, 3), "device": where, "device_kind": kind,
+            "backbone": backbone, "max_epoch": max_epoch, "num_params": count_parameters(model),
+            "num_train_ids": int(datamanager.num_train_pids),
+            "num_query": result["num_query"], "num_gallery": result["num_gallery"],
+            "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint),
+            "world_size": 1, "fingerprint": fingerprint}

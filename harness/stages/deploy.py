@@ -29,11 +29,11 @@ from backbones.binary import binary_convs, set_weight_binarization
 from backbones.genotypes import PUBLISHED
 from harness.config import Params
 from harness.costs import model_cost
-from harness.deploy_bench import ENGINES, EngineJob, all_threads, measure_engines
+from harness.deploy.engines import ENGINES, EngineJob, all_threads, measure_engines
+from harness.deploy.openvino_ir import (DeployError, OPENVINO_VERSION, check_binary_runtime,
+                                        compile_ir, convert, ir_xml, require_openvino,
+                                        rewrite_binary_convs, save_ir)
 from harness.records import DeployRecord, read_record
-from harness.openvino_ir import (DeployError, OPENVINO_VERSION, check_binary_runtime,
-                                 compile_ir, convert, ir_xml, require_openvino,
-                                 rewrite_binary_convs, save_ir)
 from harness.provenance import data_digest, file_sha256, fingerprint, now_iso
 from harness.stages.common import (common_metrics, ensure_writable, locked, resolve_network,
                                    run_dir, stage_provenance, write_metrics)

@@ -3,21 +3,31 @@
 The backbone is a search run or reference backbone that `harness train` retrained (its
 model.pt gives the architecture and the initial weights), a registered backbone, or a user
 one as ``package.module:function`` (random init unless ``--checkpoint`` is given).
-The runners live in ``downstream/``; this module resolves names and settings only.
+The runners live in ``downstream/`` and return what they measured; this module resolves
+names and settings, gives a runner the fingerprint parts only the harness knows (code,
+versions, data, starting checkpoint) and writes the run's record (metrics.json) with its
+provenance.
 """
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
+from backbones import distributed as dist_utils
 from backbones.atomic import storage_errors
 from backbones.checkpoint import read_arch
 from backbones.registry import UnknownBackboneError, list_backbones
 from harness.config import Params
-from harness.runs import check_name
+from harness.provenance import data_digest, file_sha256, now_iso, provenance, run_inputs
+from harness.records import DetectRecord, Provenance, ReidRecord, write_record
+from harness.runs import check_name, folder_label
 from harness.stages.common import ensure_writable, locked, run_dir
+
+METRICS_FILE = "metrics.json"
 
 
 def resolve_backbone(params: Params, name: str, seed: int,
@@ -41,7 +51,7 @@ def run_transfer(params: Params, *, task: str, backbone: str, seed: int = 0,
                  console: Console | None = None) -> dict[str, Any]:
     console = console or Console(stderr=True)
     spec, init = resolve_backbone(params, backbone, seed, checkpoint)
-    label = check_name(backbone.replace(":", "-"), "--backbone label")
+    label = check_name(folder_label(backbone), "--backbone label")
     stage = "detect" if task == "detection" else "reid"
     work = ensure_writable(out_dir or run_dir(params, stage, label, seed))
     with locked(work, f"`harness transfer --task {task} --backbone {backbone} --seed {seed}`"):
@@ -55,23 +65,68 @@ def _transfer(params: Params, task: str, spec: str, init: Path | None, label: st
                   + (f" initialised from {init}" if init else " (random init)"))
     if task == "detection":
         d = prof.detect
-        from downstream.detection.run import run_detection
         with storage_errors(work):   # mmengine writes its work dir itself
-            metrics = run_detection(spec, config=d.config, work_dir=work, data_root=Path(d.data_root),
-                                    backbone_kwargs=dict(d.backbone_kwargs),
-                                    init_checkpoint=init, max_epochs=d.max_epochs, seed=seed,
-                                    launcher=d.launcher, cfg_options=dict(d.cfg_options),
-                                    method=label, profile=params.profile)
+            metrics = detect(spec, config=d.config, work_dir=work, data_root=Path(d.data_root),
+                             backbone_kwargs=dict(d.backbone_kwargs), init_checkpoint=init,
+                             max_epochs=d.max_epochs, seed=seed, launcher=d.launcher,
+                             cfg_options=dict(d.cfg_options), method=label,
+                             profile=params.profile)
         console.print(f"[green]detection {label}: bbox mAP {metrics.get('bbox_mAP')} "
                       f"mAP@50 {metrics.get('bbox_mAP_50')}")
         return metrics
     r = prof.reid
     from downstream.reid.config import load_reid_config
-    from downstream.reid.run import run_reid
     kwargs = load_reid_config(r.config, **r.overrides)
-    kwargs.update(profile=params.profile, seed=seed, method=label)
+    kwargs.update(seed=seed, init_checkpoint=init)
     with storage_errors(work):   # torchreid and tensorboard write into the work dir too
-        metrics = run_reid(spec, work_dir=work, data_root=r.data_root, init_checkpoint=init,
-                           **kwargs)
+        metrics = reid(spec, work_dir=work, data_root=Path(r.data_root), method=label,
+                       profile=params.profile, **kwargs)
     console.print(f"[green]re-ID {label}: mAP {metrics.get('mAP')} Rank-1 {metrics.get('rank1')}")
     return metrics
+
+
+def _inputs(stage: str, data: dict[str, Any], init: str | os.PathLike[str] | None,
+            world_size: int = 1) -> dict[str, str]:
+    return run_inputs(stage, world_size=world_size, data=data,
+                      init=file_sha256(init) if init else "none")
+
+
+def detect(backbone: str, *, config: str | os.PathLike[str], work_dir: Path, data_root: Path,
+           method: str, profile: str, seed: int = 0,
+           init_checkpoint: Path | None = None, **kwargs: Any) -> dict[str, Any]:
+    """``downstream.detection.run.run_detection`` (its keyword arguments pass through), its
+    record written to ``work_dir``/metrics.json by the main process; returns the record."""
+    from downstream.detection.run import run_detection
+    started, t0 = now_iso(), time.perf_counter()
+    data = data_digest(data_root)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    out = run_detection(backbone, config=config, work_dir=work_dir, data_root=data_root,
+                        seed=seed, init_checkpoint=init_checkpoint,
+                        inputs=_inputs("detect", data, init_checkpoint, world), **kwargs)
+    fingerprint = out.pop("fingerprint")
+    record = DetectRecord(method=method, seed=seed, profile=profile, **out,
+                          provenance=Provenance(**provenance(
+                              "detect", fingerprint=fingerprint, data=data, started=started,
+                              seconds=time.perf_counter() - t0)))
+    if dist_utils.is_main():
+        write_record(Path(work_dir) / METRICS_FILE, record)
+    return record.model_dump()
+
+
+def reid(backbone: str, *, work_dir: Path, data_root: Path, method: str, profile: str,
+         seed: int = 0, init_checkpoint: Path | None = None, **kwargs: Any) -> dict[str, Any]:
+    """``downstream.reid.run.run_reid`` (its keyword arguments pass through), its record
+    written to ``work_dir``/metrics.json; returns the record."""
+    from downstream.reid.run import run_reid
+    started, t0 = now_iso(), time.perf_counter()
+    data = data_digest(data_root)
+    out = run_reid(backbone, work_dir=work_dir, data_root=data_root, seed=seed,
+                   init_checkpoint=init_checkpoint,
+                   inputs=_inputs("reid", data, init_checkpoint), **kwargs)
+    fingerprint = out.pop("fingerprint")
+    record = ReidRecord(method=method, seed=seed, profile=profile, **out,
+                        provenance=Provenance(**provenance(
+                            "reid", fingerprint=fingerprint, data=data, started=started,
+                            seconds=time.perf_counter() - t0)))
+    write_record(Path(work_dir) / METRICS_FILE, record)
+    return record.model_dump()

@@ -123,7 +123,7 @@ def _measure(job: EngineJob) -> dict[str, Any]:
             out["peak_mem_mb_batch1"] = _peak_rss_mb() - base
             thr = latency_stats(lambda: net(tb), max(5, job.runs // 10), 2)
     else:
-        from harness.openvino_ir import compile_ir
+        from harness.deploy.openvino_ir import compile_ir
         for label, threads in (("1t", 1), ("all", n_all)):
             compiled = compile_ir(Path(job.ir or ""), threads=threads)
             req = compiled.create_infer_request()
