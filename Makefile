@@ -26,7 +26,8 @@ test-all: install
 # every step time and ratio in one run (docs/performance.md): ~40 min on 2 CPU cores, every row
 # also compiled (edge by edge) and timed side by side with an eager copy
 bench: install
-	$(BIN)/python benchmarks/bench_search_step.py --compile --markdown
+	$(BIN)/python benchmarks/bench_search_step.py --compile --write
+	$(BIN)/python benchmarks/bench_second_order.py --write
 	$(BIN)/python benchmarks/bench_paper_profiles.py
 	$(BIN)/python benchmarks/bench_listing.py
 
@@ -36,4 +37,5 @@ REAL_SUBSET_RUNS ?= [direct_bnas,random,darts,darts_2nd,pcdarts,cpnas,dcpnas]
 real-subset: install
 	HARNESS_THREADS=2 $(BIN)/dvc exp run -S profile=real-subset -S 'seeds=[0,1,2]' \
 	    -S 'search_runs=$(REAL_SUBSET_RUNS)' -S 'backbones=[dcpnas]' \
-	    -S 'reference_backbones=[bireal_resnet18]' -S 'deploy_paper_size=[]'
+	    -S 'reference_backbones=[bireal_resnet18]'
+	$(BIN)/harness --profile real-subset report --runs runs/real-subset --out results/real-subset

@@ -8,7 +8,8 @@ the standard layout (``train/<wnid>/*.JPEG``; default 1000 classes x 100 = 100,0
 Times, each in a fresh pass over the same folder: torchvision's ImageFolder listing (the one
 listing a search makes), the class-balanced sample drawn from it (10 % / 2.5 %), and the data
 digest of the run from that listing (names and sizes: a stat per listed file, no second
-directory walk; names and sizes, as for a real ImageNet), against a second full walk (``os.walk``) for comparison. The first listing
+directory walk; names and sizes, as for a real ImageNet), against a second full walk
+(``os.walk``) for comparison. The first listing
 after creating the files is warm in the page cache, as on a machine that has read the folder
 before; a cold cache (``echo 3 > /proc/sys/vm/drop_caches``, root) is slower on every line.
 A benchmark: it prints, it asserts nothing.
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--per-class", type=int, default=100)
     ap.add_argument("--root", default=None, help="an existing folder (default: a temp folder)")
+    ap.add_argument("--no-write", action="store_true",
+                    help="only print (default: also write results/bench/listing.{json,md})")
     args = ap.parse_args(argv)
     from harness import provenance
     from harness.data import SampleSpec, class_balanced_sample, imagenet_folder
@@ -72,14 +75,20 @@ def main(argv: list[str] | None = None) -> int:
         n_walk = sum(len(files) for _, _, files in os.walk(root / "train"))
         t_walk = time.perf_counter() - t0
     n = len(ds)
-    print(f"| step ({n:,} files, {len(ds.classes)} classes) | seconds |")
-    print("|---|---|")
-    print(f"| ImageFolder listing (the search's one listing) | {t_list:.2f} |")
-    print(f"| class-balanced sample 10 % / 2.5 % ({len(w):,} + {len(a):,} images) | "
-          f"{t_sample:.2f} |")
-    print(f"| data digest from that listing (names + sizes: a stat per file, no walk) | "
-          f"{t_digest:.2f} |")
-    print(f"| a second walk, for comparison ({n_walk:,} files) | {t_walk:.2f} |")
+    rows = [("ImageFolder listing (the search's one listing)", t_list),
+            (f"class-balanced sample 10 % / 2.5 % ({len(w):,} + {len(a):,} images)", t_sample),
+            ("data digest from that listing (names + sizes: a stat per file, no walk)",
+             t_digest),
+            (f"a second walk, for comparison ({n_walk:,} files)", t_walk)]
+    table = "\n".join([f"| step ({n:,} files, {len(ds.classes)} classes) | seconds |",
+                       "|---|---|", *(f"| {name} | {sec:.2f} |" for name, sec in rows)])
+    print(table)
+    if not args.no_write:
+        from benchmarks import snapshot
+        m = snapshot.measured("cpu", 1, classes=len(ds.classes), files=n,
+                              folder="given" if args.root else "generated, warm page cache")
+        snapshot.write("listing", {"measured": m, "seconds": dict(rows)},
+                       f"# Listing an ImageNet folder\n\n{snapshot.caption(m)}\n\n{table}")
     return 0
 
 

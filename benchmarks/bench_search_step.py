@@ -48,10 +48,11 @@ if str(ROOT) not in sys.path:
 
 #: a method, or ``method:key=value,key=value`` (a variant with changed settings)
 METHODS = ("retrain", "direct_bnas", "darts", "darts_2nd", "pcdarts", "cpnas", "dcpnas",
+           "dcpnas:second_order=exact", "dcpnas:second_order=ggn",
            "dcpnas:parent_every=2", "dcpnas:parent_every=4",
-           "dcpnas:second_order=ggn", "dcpnas:second_order=ggn_exact",
            "dcpnas:second_order=ggn,child_arch_batch=train,parent_every=4")
-# (the last one is the `dcpnas-fast` ablation of params.yaml)
+# (``dcpnas``: the published defaults, the GGN product; the others are the ablations
+# `dcpnas-exact`, `dcpnas-ggn`, `dcpnas-parent2`, `dcpnas-parent4` and `dcpnas-fast`)
 #: rows also timed compiled by --compile: all of them (search rows compile each supernet
 #: edge, ~2-3 min per method with a cold inductor cache; the retraining network whole)
 COMPILE_METHODS = METHODS
@@ -319,53 +320,54 @@ def _compile_seconds(r: dict) -> float:
     return (r["first_step_ms"] - r["paired_first_step_ms"]) / 1000.0
 
 
-def print_ratios(rows: list[dict]) -> None:
+def ratio_lines(rows: list[dict]) -> list[str]:
     """On mean step times (a variant with parent_every = k is periodic: its median would be
     the Parent-update step or the other). Every DCP-NAS variant against the two DARTS steps
-    (targets), the 1-bit ops' share
-    (direct BNAS / DARTS 1st), the GGN claim (exact / GGN per step vs Table 4.3), and what
+    (targets), the 1-bit ops' share (direct BNAS / DARTS 1st), the GGN claim (exact / GGN per step vs Table 4.3), and what
     torch.compile buys (eager / compiled, and the compilation time)."""
+    lines: list[str] = []
     for r in rows:
         if r.get("compiled") and "paired_eager_ms_mean" in r:
-            print(f"torch.compile, {label(r['method'])}: eager / compiled = "
-                  f"{_speedup(r):.2f}x (side by side in one process); compilation ~"
-                  f"{_compile_seconds(r):.0f} s "
-                  f"(first step {r['first_step_ms'] / 1000.0:.0f} s vs "
-                  f"{r['paired_first_step_ms'] / 1000.0:.1f} s eager)")
+            lines.append(f"torch.compile, {label(r['method'])}: eager / compiled = "
+                         f"{_speedup(r):.2f}x (side by side in one process); compilation ~"
+                         f"{_compile_seconds(r):.0f} s "
+                         f"(first step {r['first_step_ms'] / 1000.0:.0f} s vs "
+                         f"{r['paired_first_step_ms'] / 1000.0:.1f} s eager)")
     by, by_compiled = _timed(rows, compiled=False), _timed(rows, compiled=True)
     if not any(parse_variant(m)[0] == "dcpnas" for m in by):
-        print("ratios: DCP-NAS not available, no ratios")
-        return
+        lines.append("ratios: DCP-NAS not available, no ratios")
+        return lines
     for kind, rows_of in (("", by), (" (both compiled)", by_compiled)):
         dcp = [m for m in rows_of if parse_variant(m)[0] == "dcpnas"]
         for ref, target in TARGETS:
             if ref not in rows_of:
                 if dcp:
-                    print(f"DCP-NAS / {LABELS[ref]}{kind}: {ref} not available")
+                    lines.append(f"DCP-NAS / {LABELS[ref]}{kind}: {ref} not available")
                 continue
             for m in dcp:
                 ratio = rows_of[m]["ms_mean"] / rows_of[ref]["ms_mean"]
                 verdict = "meets" if ratio <= target else "misses"
-                print(f"{label(m)} / {LABELS[ref]}{kind}: {ratio:.2f}x  "
-                      f"(target <= {target}x: {verdict})")
+                lines.append(f"{label(m)} / {LABELS[ref]}{kind}: {ratio:.2f}x  "
+                             f"(target <= {target}x: {verdict})")
     if "direct_bnas" in by and "darts" in by:
-        print(f"1-bit supernet step / real one (Direct BNAS / DARTS 1st): "
-              f"{by['direct_bnas']['ms_mean'] / by['darts']['ms_mean']:.2f}x")
-    exact = by.get("dcpnas")
-    ggn = by.get("dcpnas:second_order=ggn")
+        lines.append(f"1-bit supernet step / real one (Direct BNAS / DARTS 1st): "
+                     f"{by['direct_bnas']['ms_mean'] / by['darts']['ms_mean']:.2f}x")
+    exact = by.get("dcpnas:second_order=exact")
+    ggn = by.get("dcpnas")
     if exact and ggn:
         paper = PAPER_EXACT_GGN[0] / PAPER_EXACT_GGN[1]
-        print(f"GGN claim: DCP-NAS step exact / GGN = {exact['ms_mean'] / ggn['ms_mean']:.2f}x "
-              f"(paper, Table 4.3: search cost {PAPER_EXACT_GGN[0]} / {PAPER_EXACT_GGN[1]} = "
-              f"{paper:.1f}x)")
+        lines.append(f"GGN claim: DCP-NAS step exact Hessian / GGN (published) = "
+                     f"{exact['ms_mean'] / ggn['ms_mean']:.2f}x (paper, Table 4.3: search cost "
+                     f"{PAPER_EXACT_GGN[0]} / {PAPER_EXACT_GGN[1]} = {paper:.1f}x)")
+    return lines
 
 
-def print_markdown(rows: list[dict]) -> None:
-    """The README's table (``--markdown``): one line per row, its compiled twin beside it."""
+def markdown_table(rows: list[dict]) -> str:
+    """One line per row, its compiled twin beside it (the snapshot's table)."""
     eager, comp = _timed(rows, compiled=False), _timed(rows, compiled=True)
-    print("| row | ms/step (mean) | median | images/s | peak MiB | / DARTS-1st | / DARTS-2nd "
-          "| compiled ms/step | eager / compiled, side by side | compile s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    lines = ["| row | ms/step (mean) | median | images/s | peak MiB | / DARTS-1st | / DARTS-2nd "
+             "| compiled ms/step | eager / compiled, side by side | compile s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in eager.values():
         cells = [label(r["method"]), f"{r['ms_mean']:.0f}", f"{r['ms_median']:.0f}",
                  f"{1000.0 * r['images_per_step'] / r['ms_mean']:.1f}", f"{r['peak_mib']:.0f}"]
@@ -377,7 +379,8 @@ def print_markdown(rows: list[dict]) -> None:
             cells += [f"{c['ms_mean']:.0f}", f"{_speedup(c):.2f}x", f"{_compile_seconds(c):.0f}"]
         else:
             cells += ["", "", ""]
-        print("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -404,7 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", default=list(METHODS), metavar="NAME")
     p.add_argument("--json", action="store_true", help="also print the raw results as JSON")
     p.add_argument("--markdown", action="store_true",
-                   help="also print the table as markdown (the README's)")
+                   help="also print the table as markdown")
+    p.add_argument("--write", action="store_true",
+                   help="write the snapshot results/bench/search_step.{json,md} (make bench)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -424,11 +429,24 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{label(name)} (compiled): {rows[-1]['ms_mean']:.1f} ms/step",
                       file=sys.stderr, flush=True)
     print_table(rows, args)
-    print_ratios(rows)
+    ratios = ratio_lines(rows)
+    print("\n".join(ratios))
+    table = markdown_table(rows)
     if args.markdown:
-        print_markdown(rows)
+        print(table)
     if args.json:
         print(json.dumps(rows, indent=2))
+    if args.write:
+        from benchmarks import snapshot
+        m = snapshot.measured(args.device, args.threads, C=args.C, cells=args.layers,
+                              batch=args.batch, retrain_batch=args.retrain_batch,
+                              size=args.size, warmup=args.warmup, repeats=args.repeats,
+                              compiled=args.compile)
+        memory = next((r["memory_kind"] for r in rows if "memory_kind" in r), "")
+        md = (f"# One step of each search method\n\n{snapshot.caption(m)} Mean of the timed "
+              f"steps; peak MiB: {memory}; a compiled row is timed alternately with an eager "
+              f"copy in one process.\n\n{table}\n" + "\n".join(f"- {line}" for line in ratios))
+        snapshot.write("search_step", {"measured": m, "rows": rows}, md, device=args.device)
     return 0
 
 

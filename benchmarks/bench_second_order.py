@@ -30,6 +30,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 MODES = ("ggn", "ggn_exact", "exact")
+NAMES = {"ggn": "ggn (one label draw; ablation `dcpnas-ggn`)",
+         "ggn_exact": "**ggn_exact** (the published method; default)",
+         "exact": "exact (the Hessian; ablation `dcpnas-exact`)"}
+PRODUCTS = {"ggn_exact": "forward-mode GGN", "ggn_double_vjp": "double-vjp GGN",
+            "exact": "exact Hessian-vector product", "ggn": "sampled GGN"}
 
 
 def _median_step_ms(m, args: argparse.Namespace) -> float:
@@ -156,35 +161,47 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--draws", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--write", action="store_true",
+                   help="write the snapshot results/bench/second_order.{json,md} (make bench)")
     args = p.parse_args(argv)
     import torch
     torch.set_num_threads(args.threads)
     acc = product_accuracy(args)
     rows = [(mode, step_ms(mode, args), *acc[mode]) for mode in MODES]
-    print(f"DCP-NAS second-order term: C={args.C} layers={args.layers} batch={args.batch} "
-          f"{args.size}x{args.size}, CPU, {args.threads} thread(s), median of {args.repeats} "
-          f"steps; cosines for one random direction v ({args.draws} draws for ggn)")
-    print(f"{'second_order':<12} {'ms/step':>9} {'cos to GGN':>11} {'cos to Hessian':>15} "
-          f"{'min cos to GGN':>15}")
-    for mode, ms, c_ggn, c_h, c_min in rows:
-        print(f"{mode:<12} {ms:>9.1f} {c_ggn:>11.3f} {c_h:>15.3f} {c_min:>15.3f}")
-    base = rows[0][1]
-    for mode, ms, *_ in rows[1:]:
-        print(f"{mode} / ggn step time: {ms / base:.2f}x")
-    print(f"exact / ggn step time next to the paper's exact / GGN search cost 27.9 / 2.9 = "
-          f"{27.9 / 2.9:.1f}x: {rows[2][1] / base:.2f}x")
     darts = darts_step_ms(args)
-    published = rows[1][1]
-    print(f"DARTS 1st-order step: {darts:.1f} ms; published DCP-NAS step (ggn_exact) / DARTS-1st: "
-          f"{published / darts:.2f}x (target <= 1.5x)")
     prod = product_ms(args)
     alone = {k: prod[k] - prod["base"] for k in prod if k != "base"}
-    print(f"Child architecture pass alone {prod['base']:.1f} ms; the product on top of it: "
-          + ", ".join(f"{k} {v:.1f} ms" for k, v in alone.items()))
-    print(f"GGN product (forward mode) / exact Hessian product: "
-          f"{alone['ggn_exact'] / alone['exact']:.2f}x (target <= 0.5x; the paper's 2.9 / 27.9 "
-          f"= {2.9 / 27.9:.2f}x); double-vjp GGN / exact: "
-          f"{alone['ggn_double_vjp'] / alone['exact']:.2f}x")
+    base, published, exact = rows[0][1], rows[1][1], rows[2][1]
+    table = ["| second_order | ms/step | cosine to the GGN product | min over draws | "
+             "cosine to the Hessian product |", "|---|---|---|---|---|"]
+    for mode, ms, c_ggn, c_h, c_min in rows:
+        table.append(f"| {NAMES[mode]} | {ms:.0f} | {c_ggn:.2f} | {c_min:.2f} | {c_h:.2f} |")
+    lines = [
+        f"published DCP-NAS step (ggn_exact) / DARTS 1st-order step ({darts:.0f} ms): "
+        f"{published / darts:.2f}x (target <= 1.5x)",
+        f"exact / ggn step time: {exact / base:.2f}x (the paper's exact / GGN search cost "
+        f"27.9 / 2.9 = {27.9 / 2.9:.1f}x)",
+        f"the product alone, on top of the Child's architecture pass ({prod['base']:.0f} ms): "
+        + ", ".join(f"{PRODUCTS[k]} {v:.0f} ms" for k, v in alone.items()),
+        f"GGN product (forward mode) / exact Hessian product: "
+        f"{alone['ggn_exact'] / alone['exact']:.2f}x (target <= 0.5x; the paper's 2.9 / 27.9 = "
+        f"{2.9 / 27.9:.2f}x); double-vjp GGN / exact: "
+        f"{alone['ggn_double_vjp'] / alone['exact']:.2f}x"]
+    print("\n".join(table))
+    print("\n".join(lines))
+    if args.write:
+        from benchmarks import snapshot
+        m = snapshot.measured("cpu", args.threads, C=args.C, cells=args.layers,
+                              batch=args.batch, size=args.size, repeats=args.repeats,
+                              draws=args.draws)
+        md = (f"# DCP-NAS's second-order term, three ways\n\n{snapshot.caption(m)} Eager, "
+              f"medians; the products interleaved in one process; cosines for one random "
+              f"direction (the sampled estimator: mean and min over the draws).\n\n"
+              + "\n".join(table) + "\n\n" + "\n".join(f"- {line}" for line in lines))
+        snapshot.write("second_order", {
+            "measured": m, "darts_ms": darts, "product_ms": prod,
+            "rows": [dict(zip(("second_order", "ms", "cos_ggn", "cos_hessian", "min_cos_ggn"),
+                              r)) for r in rows]}, md)
     return 0
 
 
