@@ -25,6 +25,7 @@ METHOD_LABELS = {
     "bnas": "BNAS (Chen et al.)",
     "bats": "BATS",
     "bireal_resnet18": "Bi-Real ResNet-18 (reference)",
+    "reactnet_a": "ReActNet-A (reference)",
     "dcpnas_l": "DCP-NAS-L (published cell)",
     "pcdarts_cifar": "PC-DARTS CIFAR cell (published)",
     "pcdarts_imagenet": "PC-DARTS ImageNet cell (published)",
