@@ -180,11 +180,18 @@ def stem_dependent_prefixes(net: nn.Module) -> tuple[str, ...]:
     return tuple(own()) if callable(own) else ("stem.", "stem0.", "stem1.")
 
 
+def head_prefixes(net: nn.Module) -> tuple[str, ...]:
+    """The state-dict prefixes of the classification head: the network's own rule
+    (``net.head_prefixes()``, e.g. a timm model's ``model.fc.``), or ``HEAD_PREFIXES``."""
+    own = getattr(net, "head_prefixes", None)
+    return tuple(own()) if callable(own) else HEAD_PREFIXES
+
+
 def init_from_classifier(net: nn.Module, path: str | os.PathLike[str], *,
                          log: Callable[[str], None] = print) -> InitReport:
     """Copy a retrained classifier's tensors (``model.pt``) into a downstream backbone ``net``.
 
-    Every tensor is copied, except the classification head (``HEAD_PREFIXES``, always) and,
+    Every tensor is copied, except the classification head (``head_prefixes``, always) and,
     when ``net`` uses another stem than the checkpoint (a CIFAR-trained cell reused with the
     ImageNet stem), the stem-dependent tensors (``stem_dependent_prefixes``), skipped with one
     logged line. Any other mismatch (a tensor missing on either side, another shape) raises
@@ -198,9 +205,10 @@ def init_from_classifier(net: nn.Module, path: str | os.PathLike[str], *,
     skip_stem = bool(ckpt_stem and net_stem and ckpt_stem != net_stem)
     stem = stem_dependent_prefixes(net) if skip_stem else ()
     own = net.state_dict()
+    head = head_prefixes(net)
     to_load: dict[str, Tensor] = {}
     for key, value in state.items():
-        if key.startswith(HEAD_PREFIXES):
+        if key.startswith(head):
             report.skipped_classifier.append(key)
         elif key.startswith(stem):
             report.skipped_stem.append(key)
@@ -214,7 +222,7 @@ def init_from_classifier(net: nn.Module, path: str | os.PathLike[str], *,
                                   f"(checkpoint for a different architecture?)")
         else:
             to_load[key] = value
-    missing = [k for k in own if k not in to_load and not k.startswith((*HEAD_PREFIXES, *stem))]
+    missing = [k for k in own if k not in to_load and not k.startswith((*head, *stem))]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks tensor {missing[0]!r} "
                               f"{tuple(own[missing[0]].shape)} of the backbone ({len(missing)} "

@@ -28,6 +28,11 @@ class UnknownBackboneError(UnknownNameError):
     """An unknown backbone or genotype name."""
 
 
+class BackboneContractError(ValueError):
+    """A backbone that cannot serve where it is asked to (a missing contract attribute, feature
+    maps a detector cannot use): one line naming the backbone and what was expected."""
+
+
 #: backbone factories by name; the built-ins (zoo.py) register on the first lookup
 BACKBONES: Registry[BackboneFactory] = Registry("backbone", UnknownBackboneError,
                                                 builtins=("backbones.zoo",))
@@ -35,8 +40,8 @@ BACKBONES: Registry[BackboneFactory] = Registry("backbone", UnknownBackboneError
 GENOTYPES: Registry[Genotype] = Registry("genotype", UnknownBackboneError)
 for _name, _genotype in PUBLISHED.items():
     GENOTYPES.register(_name)(_genotype)
-#: the other form a backbone name may take (command line and params.yaml only)
-USER_FORM = "'package.module:function'"
+#: the other forms a backbone name may take (the last: command line and params.yaml only)
+USER_FORM = "'timm:NAME', 'torchvision:NAME' or 'package.module:function'"
 
 
 @runtime_checkable
@@ -87,14 +92,38 @@ def _load_user_factory(spec: str) -> BackboneFactory:
     return fn
 
 
+#: model families of other libraries by prefix (``timm``, ``torchvision``): prefix -> (model
+#: name -> factory); the built-ins (``backbones.ecosystem``) register them
+PREFIXES: dict[str, Callable[[str], BackboneFactory]] = {}
+
+
+def register_prefix(prefix: str, make: Callable[[str], BackboneFactory]) -> None:
+    PREFIXES[prefix] = make
+
+
+def prefixed_factory(name: str) -> BackboneFactory | None:
+    """The factory of ``PREFIX:MODEL`` for a registered prefix (``timm:resnet18``), else None."""
+    prefix, sep, model = name.partition(":")
+    if not sep or not model or "." in prefix:
+        return None
+    BACKBONES.names()          # loads the built-ins, which register the prefixes
+    make = PREFIXES.get(prefix)
+    return None if make is None else make(model)
+
+
 def registered_factory(name: str) -> BackboneFactory | None:
-    """The factory registered under ``name``, or None: never imports a module named by
-    ``name`` (for names read from files, see ``backbones.checkpoint``)."""
-    return BACKBONES.find(name)
+    """The factory registered under ``name`` (or a ``timm:`` / ``torchvision:`` model, looked up
+    in those libraries' own registries), or None: never imports a module named by ``name``
+    (for names read from files, see ``backbones.checkpoint``)."""
+    return prefixed_factory(name) or BACKBONES.find(name)
 
 
 def backbone_factory(name: str) -> BackboneFactory:
-    """The factory behind a backbone name (registered, or 'package.module:function')."""
+    """The factory behind a backbone name (registered, ``timm:NAME``, ``torchvision:NAME``, or
+    'package.module:function')."""
+    prefixed = prefixed_factory(name)
+    if prefixed is not None:
+        return prefixed
     return _load_user_factory(name) if ":" in name else BACKBONES.get(name, also=USER_FORM)
 
 
@@ -111,7 +140,8 @@ def check_feature_backbone(model: nn.Module, name: str) -> FeatureBackbone:
     missing = [a for a in ("forward_features", "forward_embedding", "out_channels",
                            "num_features") if not hasattr(model, a)]
     if missing:
-        raise TypeError(f"backbone {name!r} lacks {missing}: a harness backbone must provide "
-                        f"forward_features(x) -> tuple, out_channels, forward_embedding(x) and "
-                        f"num_features (see backbones/registry.py)")
+        raise BackboneContractError(
+            f"backbone {name!r} lacks {missing}: a harness backbone must provide "
+            f"forward_features(x) -> tuple, out_channels, forward_embedding(x) and num_features "
+            f"(see backbones/registry.py)")
     return model  # type: ignore[return-value]

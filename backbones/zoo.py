@@ -1,4 +1,5 @@
-"""Built-in backbones: NAS networks from genotypes, and the hand-designed 1-bit ResNet-18."""
+"""Built-in backbones: NAS networks from genotypes, and the hand-designed 1-bit networks
+(Bi-Real ResNet-18, ReActNet-A)."""
 from __future__ import annotations
 
 import os
@@ -10,6 +11,8 @@ from backbones.genotypes import PUBLISHED, Genotype
 from backbones.network import NASNetwork
 from backbones.registry import register_backbone, resolve_genotype
 
+import backbones.ecosystem  # noqa: F401,E402 - registers the prefixes timm: and torchvision:
+import backbones.reactnet  # noqa: F401,E402 - registers "reactnet_a"
 import backbones.resnet_bireal  # noqa: F401,E402 - registers "bireal_resnet18"
 
 

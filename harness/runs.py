@@ -51,11 +51,18 @@ def inside(root: Path, path: Path, what: str) -> Path:
     return path
 
 
+def folder_label(name: str) -> str:
+    """The folder (and report) label of a run name: ``timm:resnet18`` -> ``timm-resnet18``."""
+    return name.replace(":", "-")
+
+
 def run_folder(runs: str | os.PathLike[str], profile: str, stage: str, name: str,
                seed: int) -> Path:
-    """``runs/<profile>/<stage>/<name>/seed<k>``, every component checked."""
+    """``runs/<profile>/<stage>/<name>/seed<k>``, every component checked; a library model's
+    name (``timm:resnet18``) names the folder ``timm-resnet18``."""
     root = Path(runs)
     check_name(profile, "profile")
+    name = folder_label(name)
     check_name(name, f"{stage} run name")
     if seed < 0:
         raise RunNameError(f"seed {seed} is negative: expected an integer >= 0")

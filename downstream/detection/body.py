@@ -22,7 +22,7 @@ from torch import nn
 
 from backbones.checkpoint import HEAD_ATTRS, downstream_kwargs, init_from_classifier
 from backbones.genotypes import Genotype
-from backbones.registry import check_feature_backbone, create_backbone
+from backbones.registry import BackboneContractError, check_feature_backbone, create_backbone
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,16 @@ def probe_body(body: nn.Module, backbone: str = "<backbone>", *, size: int = 128
     if channels != declared:
         raise TypeError(f"backbone {backbone!r} declares out_channels {declared} but "
                         f"forward_features returns maps with channels {channels}")
+    if any(f.dim() != 4 for f in feats):
+        raise BackboneContractError(f"backbone {backbone!r}: forward_features returns tensors "
+                                    f"of shapes {[tuple(f.shape) for f in feats]}; a detector "
+                                    f"needs feature maps (N, C, H, W)")
     strides = [max(1, round(size / f.shape[-1])) for f in feats]
+    if any(b <= a for a, b in zip(strides, strides[1:])):
+        raise BackboneContractError(
+            f"backbone {backbone!r}: its feature maps have strides {strides}; a detector's neck "
+            f"needs maps at increasing strides (a CNN, or a hierarchical transformer such as "
+            f"swin or convnext: a plain ViT has one stride)")
     return BackboneInfo(channels, strides)
 
 

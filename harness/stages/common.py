@@ -17,7 +17,7 @@ from backbones import distributed as dist_utils
 from backbones.atomic import atomic_write_json
 from backbones.genotypes import PUBLISHED, Genotype
 from backbones.names import did_you_mean
-from backbones.registry import BACKBONES, UnknownBackboneError
+from backbones.registry import BACKBONES, UnknownBackboneError, prefixed_factory
 from harness.config import Params
 from harness.data import DataConfig
 from harness.provenance import data_digest, provenance
@@ -62,7 +62,7 @@ def resolve_network(params: Params, name: str, seed: int, genotype_path: Path | 
         return NamedNetwork("searched", Genotype.load(searched), searched)
     if name in PUBLISHED:
         return NamedNetwork("published", PUBLISHED[name], searched)
-    if name in BACKBONES:
+    if name in BACKBONES or prefixed_factory(name) is not None:
         return NamedNetwork("backbone", None, searched)
     known = sorted(set(params.search_runs) | set(params.ablations)) + BACKBONES.names()
     raise UnknownBackboneError(
