@@ -63,7 +63,7 @@ def _take(it: Iterable[Any], n: int) -> Iterator[Any]:
 
 def run_loop(task: LoopTask, *, epochs: int, checkpoint: Path, desc: str,
              fingerprint: dict[str, str], console: Console | None = None,
-             on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> LoopResult:
+             on_epoch: Callable[[list[dict[str, float]]], None] | None = None) -> LoopResult:
     """Run ``epochs`` epochs of ``task``, resuming from ``checkpoint`` if it exists.
 
     The checkpoint holds the task state, the history, the elapsed seconds and every RNG state
@@ -72,7 +72,8 @@ def run_loop(task: LoopTask, *, epochs: int, checkpoint: Path, desc: str,
     code, versions, data, world size, ...); otherwise the run starts over and says which parts
     changed. After every step the logged scalars and the task's
     ``watched()`` tensors are checked; a non-finite one stops every rank (the decision is
-    all-reduced) with the same message, before anything of that epoch is written."""
+    all-reduced) with the same message, before anything of that epoch is written. ``on_epoch``
+    gets the whole history after each epoch's checkpoint, on the main rank."""
     console = console or Console(stderr=True)
     result = LoopResult()
     start_epoch = 0
@@ -138,8 +139,8 @@ def run_loop(task: LoopTask, *, epochs: int, checkpoint: Path, desc: str,
             progress.update(bar_epochs, advance=1,
                             info=" ".join(f"{k}={v:.4g}" for k, v in logs.items()
                                           if k != "epoch"))
-            if on_epoch is not None:
-                on_epoch(epoch, logs)
+            if on_epoch is not None and dist_utils.is_main():
+                on_epoch(result.history)      # the whole history so far (curves)
     result.seconds = elapsed_before + time.perf_counter() - t0
     return result
 

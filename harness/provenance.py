@@ -27,8 +27,8 @@ from backbones.resume import digest_of, with_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
-_COMMON = ("backbones", "harness/engine.py", "harness/data", "harness/accel.py",
-           "harness/stages/common.py")
+_COMMON = ("backbones", "harness/engine.py", "harness/curves.py", "harness/data",
+           "harness/accel.py", "harness/stages/common.py")
 #: the code each stage runs, relative to the repository root (folders: every file inside);
 #: dvc.yaml lists the same paths as the stage's code deps
 STAGE_CODE: dict[str, tuple[str, ...]] = {
@@ -36,7 +36,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "train": (*_COMMON, "harness/stages/train.py"),
     "detect": ("backbones", "downstream/detection",
                "downstream/configs/detection", "harness/stages/transfer.py"),
-    "reid": ("backbones", "downstream/reid",
+    "reid": ("backbones", "downstream/reid", "harness/curves.py",
              "downstream/configs/reid", "harness/stages/transfer.py"),
     "deploy": ("backbones", "harness/deploy", "harness/costs.py", "harness/stages/common.py",
                "harness/stages/deploy.py"),

@@ -293,6 +293,9 @@ def test_tiny_train_eval_writes_metrics(tmp_path, smoke_root):
     assert res["device_kind"] == "cpu" and res["profile"] == "smoke" and res["epochs"] == 1
     assert res["train_seconds"] > 0
     assert (work / "epoch_1.pth").is_file()
+    # curves through mmengine's DVCLiveVisBackend: the training loss per logged iteration
+    curves = work / "dvclive" / "plots" / "metrics"
+    assert len((curves / "loss.tsv").read_text().splitlines()) >= 2
     print(f"tiny train+eval: {time.perf_counter() - t0:.1f}s")
     # the checkpoint mmengine resumes from loads weights-only under the run's scoped allow-list
     # (HistoryBuffer + numpy scalars; no getattr), and only there

@@ -168,6 +168,8 @@ def test_tiny_softmax_run_and_resume(tmp_path: Path, smoke_root: Path,
     again = recorded_reid("nas", work_dir=work, data_root=smoke_root, method="dcpnas",
                           profile="smoke", **_smoke_kwargs(seed=3))
     assert "resumed from" in capsys.readouterr().out  # finished run: no retraining
+    rows = (work / "dvclive/plots/metrics/loss.tsv").read_text().splitlines()
+    assert rows[0] == "step\tloss" and len(rows) == 2          # one epoch, once
     assert again["mAP"] == pytest.approx(m["mAP"]) and again["train_seconds"] == m["train_seconds"]
     assert again["provenance"]["fingerprint"] == m["provenance"]["fingerprint"]
     # the runner alone (no fingerprint inputs from the harness) never resumes, and writes no

@@ -48,6 +48,9 @@ def test_killed_search_resumes_to_the_same_genotype(tmp_path: Path,
     assert metrics["resumed_from_epoch"] == 0
     assert [h["epoch"] for h in metrics["history"]] == [0.0, 1.0]
     assert (out / "genotype.json").read_bytes() == ref["genotype"]
+    # the curves (dvclive) hold each epoch once, as the checkpoint's history does
+    loss = (out / "dvclive/plots/metrics/loss.tsv").read_text().splitlines()
+    assert loss[0].split("\t") == ["step", "loss"] and len(loss) == 1 + 2
     assert metrics["alphas"] == ref["metrics"]["alphas"]
     assert metrics["history"] == ref["metrics"]["history"]
 

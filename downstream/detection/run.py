@@ -183,6 +183,16 @@ def load_detection_config(config: str | os.PathLike[str], backbone: str, *, data
             find_unused_parameters=bool(cfg.get("find_unused_parameters", False)))
     cfg.resume = bool(resume)
     cfg.load_from = None
+    # curves through DVC's logger (mmengine's own backend): <work_dir>/dvclive, beside the
+    # local backend; dvclive neither edits dvc.yaml nor makes experiments of its own
+    vis = cfg.get("visualizer")
+    if vis is not None:
+        vis.vis_backends = [b for b in vis.get("vis_backends", [])
+                            if b.get("type") != "DVCLiveVisBackend"]
+        vis.vis_backends.append(dict(
+            type="DVCLiveVisBackend", save_dir=str(Path(work_dir) / "dvclive"),
+            init_kwargs=dict(resume=bool(resume), save_dvc_exp=False, dvcyaml=None,
+                             report=None, monitor_system=False, cache_images=False)))
     cfg.randomness = dict(seed=int(seed), deterministic=False)
     return cfg, filled
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -174,6 +175,7 @@ def prepare_work_dir(work_dir: Path, fingerprint: Mapping[str, str],
         for f in [*ckpts, *(work_dir / n for n in _RESUME_FILES)]:
             with contextlib.suppress(FileNotFoundError):
                 f.unlink()
+        shutil.rmtree(work_dir / "dvclive", ignore_errors=True)   # the old run's curves
         log(f"[detect] {work_dir} held a run with other inputs (changed: {', '.join(changed)}); "
             f"its {len(ckpts)} checkpoint(s) removed, starting over")
     atomic_write_json(path, dict(fingerprint))

@@ -1,8 +1,8 @@
 """Re-ID run configurations: flat YAML mappings of ``run_reid`` keyword arguments.
 
 Format (``downstream/configs/reid/*.yaml``): one mapping whose keys are keyword arguments of
-``downstream.reid.run.run_reid`` other than ``backbone``, ``work_dir``, ``data_root`` and
-``inputs`` (which are per run), e.g.::
+``downstream.reid.run.run_reid`` other than ``backbone``, ``work_dir``, ``data_root``,
+``inputs`` and ``on_epoch`` (which are per run), e.g.::
 
     dataset: market1501          # market1501 | dukemtmcreid
     loss: softmax                # softmax | softmax_triplet
@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs" / "reid"
-PER_RUN = ("backbone", "work_dir", "data_root", "inputs")
+PER_RUN = ("backbone", "work_dir", "data_root", "inputs", "on_epoch")
 
 
 class ReIDConfigError(ValueError):

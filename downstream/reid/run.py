@@ -57,17 +57,22 @@ def _import_torchreid():
     return torchreid.reid
 
 
-def guard_non_finite(engine: Any) -> None:
+def guard_non_finite(engine: Any, sums: dict[str, float] | None = None) -> None:
     """Check every step's losses (torchreid's ``forward_backward`` summary) for NaN/inf: the
-    run stops with one line before the epoch's checkpoint or any metrics are written."""
+    run stops with one line before the epoch's checkpoint or any metrics are written. With
+    ``sums``, each loss is also added up there (and ``steps`` counted): the epoch's means."""
     step = engine.forward_backward
     count = {"n": 0}
 
     def checked(data: Any) -> dict[str, float]:
         summary = step(data)
         count["n"] += 1
-        check_finite({k: float(v) for k, v in summary.items()}, {},
-                     f"re-ID: epoch {engine.epoch} step {count['n']}")
+        scalars = {k: float(v) for k, v in summary.items()}
+        check_finite(scalars, {}, f"re-ID: epoch {engine.epoch} step {count['n']}")
+        if sums is not None:
+            for k, v in scalars.items():
+                sums[k] = sums.get(k, 0.0) + v
+            sums["steps"] = sums.get("steps", 0.0) + 1
         return summary
 
     engine.forward_backward = checked
@@ -137,6 +142,7 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
              workers: int = 4, dist_metric: str = "euclidean", normalize_feature: bool = False,
              print_freq: int = 10, device: str | None = None, tensorboard: bool = True,
              resume: bool = True, inputs: Mapping[str, str] | None = None,
+             on_epoch: Callable[[list[dict[str, float]]], None] | None = None,
              log: Callable[[str], None] = _log) -> dict[str, Any]:
     """Train and evaluate a re-ID model on ``backbone``; returns what it measured (the fields of
     ``harness.records.ReidRecord`` but the run's labels and provenance) and the run's
@@ -150,6 +156,8 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
     ``market1501_smoke``: its images are generated, only the layout is Market-1501's).
     ``inputs``: the fingerprint parts other than the settings (code, versions, data, starting
     checkpoint: ``harness.provenance.run_inputs``); without them the run never resumes.
+    ``on_epoch`` gets the whole per-epoch history (mean losses, learning rate) after each
+    epoch's checkpoint (the harness writes its curves).
     """
     if loss not in LOSS_NAMES:
         raise ValueError(f"unknown loss {loss!r}: expected 'softmax' or 'softmax_triplet'")
@@ -211,6 +219,7 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
     fingerprint = with_settings(inputs, settings)
     ckpt_path = work_dir / "checkpoint.pt"
     start_epoch, train_seconds = 0, 0.0
+    history: list[dict[str, float]] = []
     ck = None
     if resume and inputs is not None:
         ck = read_state(ckpt_path, fingerprint, required=_STATE_KEYS, what="re-ID",
@@ -221,26 +230,35 @@ def run_reid(backbone: str, *, work_dir: str | os.PathLike[str],
         sched.load_state_dict(ck["scheduler"])
         set_rng_state(ck["rng"])
         start_epoch, train_seconds = int(ck["epoch"]), float(ck["train_seconds"])
+        history = list(ck.get("history", []))
         log(f"[reid] resumed from {ckpt_path} after epoch {start_epoch}/{max_epoch}")
 
     if tensorboard:
         from torch.utils.tensorboard import SummaryWriter
         engine.writer = SummaryWriter(log_dir=str(work_dir / "tensorboard"))
     engine.start_epoch, engine.max_epoch = start_epoch, max_epoch
-    guard_non_finite(engine)
+    sums: dict[str, float] = {}
+    guard_non_finite(engine, sums)
     try:
         for epoch in range(start_epoch, max_epoch):
             engine.epoch = epoch
+            sums.clear()
             t0 = time.perf_counter()
             engine.train(print_freq=print_freq, fixbase_epoch=fixbase_epoch,
                          open_layers=list(open_layers) if open_layers else None)
             if use_gpu:
                 torch.cuda.synchronize()
             train_seconds += time.perf_counter() - t0
+            steps = max(sums.pop("steps", 0.0), 1.0)
+            history.append({"epoch": float(epoch), **{k: v / steps for k, v in sums.items()},
+                            "lr": float(optim.param_groups[0]["lr"])})
             save_state(ckpt_path, fingerprint,
                        {"epoch": epoch + 1, "train_seconds": train_seconds,
                         "model": model.state_dict(), "optimizer": optim.state_dict(),
-                        "scheduler": sched.state_dict(), "rng": rng_state()})
+                        "scheduler": sched.state_dict(), "rng": rng_state(),
+                        "history": history})
+            if on_epoch is not None:
+                on_epoch(history)
         result = evaluate(engine, dataset, dist_metric=dist_metric,
                           normalize_feature=normalize_feature)
         if engine.writer is not None:

@@ -32,6 +32,7 @@ from harness.accel import autocast, prepare_module, setup_device, to_device
 from harness.config import ConfigError, KDSection, Params, TrainSection
 from harness.costs import model_cost, run_cost
 from harness.data import build_train_loaders
+from harness.curves import CURVES_DIR, write_curves
 from harness.engine import run_loop, set_loader_epoch
 from harness.provenance import file_sha256, fingerprint, now_iso
 from harness.records import RecordError, SearchRecord, TrainRecord, read_record
@@ -346,11 +347,17 @@ def _train(params: Params, name: str, seed: int, cfg: TrainSection, genotype: Ge
             model = torch.compile(model)
         task = TrainTask(model, train_loader, test_loader, make_optimizer(model, cfg, lr, wd),
                          cfg, lr, cfg.epochs, device, seed, teacher, cp_parent)
+        phase = {"step1": 1.0, "step2": 2.0}.get(tag, 0.0)
+
+        def curves(h: list[dict[str, float]], before: list[dict[str, float]] = list(history),
+                   phase: float = phase) -> None:   # epochs numbered across both steps
+            write_curves(out / CURVES_DIR, before + [{**e, "phase": phase} for e in h])
         res = run_loop(task, epochs=cfg.epochs, checkpoint=out / f"checkpoint_{tag}.pt",
                        desc=f"train {name} s{seed} {tag}", console=console,
-                       fingerprint=fp(record, cfg, dcfg, seed, tag, **teacher_part))
+                       fingerprint=fp(record, cfg, dcfg, seed, tag, **teacher_part),
+                       on_epoch=curves)
         total_seconds += res.seconds
-        history += [{**h, "phase": {"step1": 1.0, "step2": 2.0}.get(tag, 0.0)} for h in res.history]
+        history += [{**h, "phase": phase} for h in res.history]
         resumed[tag] = res.resumed_from_epoch
     set_weight_binarization(net, True)
     top1, top5 = evaluate(net, test_loader, device, (1, 5))
@@ -384,20 +391,9 @@ def _train(params: Params, name: str, seed: int, cfg: TrainSection, genotype: Ge
         "test_indices": sampler_indices(test_loader), "top1": top1, "lr": lr})
     if dist_utils.is_main():
         save_checkpoint(out / "model.pt", net, record)
-        _write_history_csv(out / "history.csv", history)
     metrics = write_metrics(out / "metrics.json", result)
     dist_utils.barrier()
     return metrics
-
-
-def _write_history_csv(path: Path, history: list[dict[str, float]]) -> None:
-    """Per-epoch top-1/top-5 for `dvc plots` (epochs numbered across both steps)."""
-    from backbones.atomic import atomic_write_text
-    lines = ["epoch,phase,top1,top5"]
-    for i, h in enumerate(history):
-        lines.append(f"{i},{int(h.get('phase', 0))},{h.get('top1', float('nan')):.4f},"
-                     f"{h.get('top5', float('nan')):.4f}")
-    atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def _search_record(path: Path) -> SearchRecord | None:

@@ -1,0 +1,47 @@
+"""Per-epoch curves through dvclive (harness/curves.py): written by the search and training
+stages, one row per epoch, rendered by `dvc plots show` with no script of ours."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.curves import write_curves
+from harness_fixtures import reference_search, search_dir
+
+DVC = str(Path(sys.executable).with_name("dvc"))
+
+
+def test_a_search_writes_its_curves_and_dvc_renders_them(tmp_path: Path,
+                                                         tmp_path_factory: pytest.TempPathFactory
+                                                         ) -> None:
+    ref = reference_search(tmp_path_factory)
+    out = search_dir(ref["params"].parent, "direct_bnas", 0)
+    metrics = out / "dvclive" / "plots" / "metrics"
+    rows = (metrics / "arch_loss.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["step", "arch_loss"]
+    assert len(rows) - 1 == len(ref["metrics"]["history"])
+    last = json.loads((out / "dvclive" / "metrics.json").read_text())
+    assert last["loss"] == pytest.approx(ref["metrics"]["history"][-1]["loss"])
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=repo, check=True)
+    (repo / "curves").symlink_to(metrics, target_is_directory=True)
+    shown = subprocess.run([DVC, "plots", "show", "--json", "curves"], cwd=repo,
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert "arch_loss" in shown.stdout and "errors" not in json.loads(shown.stdout)
+
+
+def test_curves_are_rewritten_from_the_history(tmp_path: Path) -> None:
+    history = [{"epoch": 0.0, "loss": 2.0, "top1": 10.0}, {"epoch": 1.0, "loss": float("nan")}]
+    write_curves(tmp_path, history)
+    write_curves(tmp_path, history)     # again (a resumed run): no epoch twice
+    assert (tmp_path / "plots/metrics/loss.tsv").read_text().splitlines() == [
+        "step\tloss", "0\t2.0"]          # a non-finite value is not plotted
+    assert len((tmp_path / "plots/metrics/top1.tsv").read_text().splitlines()) == 2
+    write_curves(tmp_path / "empty", [])
+    assert (tmp_path / "empty/plots/metrics").is_dir()
