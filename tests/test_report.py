@@ -407,6 +407,7 @@ def test_stale_outputs_removed(tmp_path):
     assert not (out / "plots" / "top1_vs_ops_old_smoke.png").exists()
     assert (out / "plots" / "mine.png").exists()
     assert (out / "plots" / "top1_vs_ops_cifar10_real-subset.png").exists()
+    assert (out / "plots" / "tradeoff_real-subset.png").exists()   # accuracy vs OPs / latency
     assert "Not produced" in (out / "REPORT.md").read_text()
 
 

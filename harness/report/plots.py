@@ -6,6 +6,8 @@ One figure per (dataset, profile) group:
   ablation_tangent_lr_<dataset>_<profile>.png         Table 4.2 (measured bars + paper markers)
   ablation_distance_<dataset>_<profile>.png           Table 4.4 (measured bars + paper markers)
   deploy_latency_vs_ops.png                           measured latency vs counted OPs
+  tradeoff_<profile>.png                              top-1, detection mAP, re-ID mAP of every
+                                                      backbone vs its OPs and its latency
 A plot without data is skipped (logged, no file). Error bars (sample std) when n >= 2.
 """
 
@@ -39,7 +41,11 @@ from harness.report.vocabulary import (DISTANCES, DISTANCE_LABELS,
 log = logging.getLogger(__name__)
 
 PLOT_PREFIXES = ("top1_vs_search_cost_", "top1_vs_ops_", "ablation_tangent_lr_", "ablation_distance_",
-                 "deploy_latency_vs_ops")
+                 "deploy_latency_vs_ops", "tradeoff_")
+#: the accuracy panels of the trade-off figure: (stage, column, axis label)
+TRADEOFF_TASKS = (("train", "top1", "classification top-1 (%)"),
+                  ("detect", "bbox_mAP_50", "detection mAP@50 (%)"),
+                  ("reid", "mAP", "re-ID mAP (%)"))
 _PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
             "#7f7f7f", "#bcbd22", "#17becf"]
 
@@ -342,6 +348,75 @@ def _deploy_latency_vs_ops(metrics: pd.DataFrame, plots_dir: Path) -> list[PlotI
     return [PlotInfo("deploy_latency_vs_ops", path, title)]
 
 
+def _tradeoff(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Path) -> list[PlotInfo]:
+    """Per profile, one marker per (backbone, seed): each task's accuracy (columns) against the
+    backbone's counted OPs (its retraining record, at the classification input) and against
+    its deploy record's binary-IR latency (1 thread, median); searched cells in their method's
+    colour, reference backbones (1-bit and real-valued) in black with their own shape; the
+    papers' (OPs, top-1) points as stars on the ImageNet panels."""
+    train = main_rows(metrics[metrics["stage"] == "train"])
+    if train.empty:
+        log.info("skipping plot tradeoff: no train metrics")
+        return []
+    deploy = metrics[metrics["stage"] == "deploy"]
+    out = []
+    for profile, g in sorted(metrics.groupby("profile"), key=lambda kv: profile_sort_key(kv[0])):
+        ops = {(r["method"], r["seed"]): r["ops_m"] for _, r in train[train["profile"] == profile].iterrows()}
+        lat = {(r["run"], r["seed"]): r["engines"]["binary_ir"]["latency_1t"]["median_ms"]
+               for _, r in deploy[(deploy["profile"] == profile)
+                                  & ~deploy["paper_size"].astype(bool)].iterrows()}
+        if not ops:
+            continue
+        fig = Figure(figsize=(13, 7.2))
+        axes = fig.subplots(2, len(TRADEOFF_TASKS), squeeze=False)
+        seen: set[str] = set()
+        for col, (stage, key, ylabel) in enumerate(TRADEOFF_TASKS):
+            rows = main_rows(g[g["stage"] == stage]) if stage == "train" else g[g["stage"] == stage]
+            for row, (xs, xlabel) in enumerate(((ops, "OPs (M) = FLOPs + BOPs / 64"),
+                                                (lat, "binary-IR latency, 1 thread (ms)"))):
+                ax = axes[row][col]
+                for _, r in rows.sort_values(["method", "seed"]).iterrows():
+                    x = xs.get((r["method"], r["seed"]))
+                    if x is None or pd.isna(r.get(key)):
+                        continue
+                    label = method_label(r["method"])
+                    ax.plot(float(x), float(r[key]), _marker(r["method"]), ms=7,
+                            color=_color(r["method"]), ls="none",
+                            label=None if label in seen else label)
+                    seen.add(label)
+                if stage == "train" and row == 0:
+                    for dataset in sorted(set(rows["dataset"])):
+                        lab = dataset_label(dataset)
+                        if lab != "ImageNet" or is_smoke(profile):
+                            continue
+                        for _, p in paper_rows(paper, metric="ops", dataset=lab).iterrows():
+                            acc = paper_rows(paper, method=p["method"], metric="top1", dataset=lab)
+                            acc = acc[acc["paper"] == p["paper"]]
+                            if not acc.empty:
+                                name = f"paper: {method_label(p['method'])} ({p['paper']})"
+                                ax.plot(float(p["value"]) * 100.0, float(acc.iloc[0]["value"]),
+                                        "*", ms=12, mfc="none", color=_color(p["method"]),
+                                        ls="none", label=None if name in seen else name)
+                                seen.add(name)
+                ax.set_xlabel(xlabel, fontsize=8)
+                ax.set_ylabel(ylabel, fontsize=8)
+                ax.grid(alpha=0.3)
+        handles, labels = [], []
+        for ax in axes.flat:
+            h, lab = ax.get_legend_handles_labels()
+            handles += h
+            labels += lab
+        fig.subplots_adjust(right=0.8, wspace=0.3, hspace=0.3)
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.81, 0.5), fontsize=8,
+                   frameon=False)
+        title = f"Accuracy vs OPs and vs measured latency, every backbone — profile {profile}"
+        fig.suptitle(title + _subtitle(profile), fontsize=10)
+        path = plots_dir / f"tradeoff_{_slug(profile)}.png"
+        _save(fig, path)
+        out.append(PlotInfo(path.stem, path, title))
+    return out
+
+
 def make_plots(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Path) -> list[PlotInfo]:
     """Write every plot that has data into ``plots_dir``; remove stale plots of ours."""
     plots_dir = Path(plots_dir)
@@ -351,6 +426,7 @@ def make_plots(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Path) -> l
     out += _ablation_distance(metrics, paper, plots_dir)
     out += _top1_vs_ops(metrics, plots_dir)
     out += _deploy_latency_vs_ops(metrics, plots_dir)
+    out += _tradeoff(metrics, paper, plots_dir)
     written = {p.path.name for p in out}
     if plots_dir.is_dir():
         for f in plots_dir.glob("*.png"):
