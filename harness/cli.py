@@ -93,7 +93,8 @@ def cmd_transfer(args: argparse.Namespace) -> None:
     from harness.stages.transfer import run_transfer
     run_transfer(_params(args), task=args.task, backbone=args.backbone, seed=args.seed,
                  checkpoint=Path(args.checkpoint) if args.checkpoint else None,
-                 out_dir=Path(args.out) if args.out else None, console=console)
+                 out_dir=Path(args.out) if args.out else None, detector=args.detector,
+                 console=console)
 
 
 def cmd_deploy(args: argparse.Namespace) -> None:
@@ -170,7 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "backbone name, or 'package.module:function'")
     s.add_argument("--seed", type=seed_arg, default=0)
     s.add_argument("--checkpoint", default=None, help="classification checkpoint to start from")
-    s.add_argument("--out", default=None, help="output folder (default runs/<task>/<name>/seed<k>)")
+    s.add_argument("--detector", default=None, help="detection: a name in the profile's "
+                   "detect.configs (default: the first of `detectors`)")
+    s.add_argument("--out", default=None, help="output folder (default runs/<profile>/<stage>/"
+                   "<name>/seed<k>; detection: <name>-<detector>)")
     s.set_defaults(func=cmd_transfer)
 
     s = sub.add_parser("deploy", help="export a retrained 1-bit network to OpenVINO (real "

@@ -235,8 +235,11 @@ class TrainSection(Settings):
 
 
 class DetectSection(Settings):
-    """profiles.<name>.detect: `harness transfer --task detection` (mmdet config by path)."""
-    config: str = "downstream/configs/detection/faster-rcnn_harness_fpn_smoke.py"
+    """profiles.<name>.detect: `harness transfer --task detection --detector NAME` (an mmdet
+    config by path per detector name; the pipeline runs the top-level ``detectors``)."""
+    configs: dict[str, str] = Field(default_factory=lambda: {
+        "faster_rcnn": "downstream/configs/detection/faster-rcnn_harness_fpn_smoke.py",
+        "ssd": "downstream/configs/detection/ssd_harness_smoke.py"})
     data_root: str = "data/smoke/coco"
     max_epochs: Count | None = None
     backbone_kwargs: dict[str, Any] = Field(default_factory=lambda: {"stem": "imagenet"})
@@ -305,6 +308,8 @@ class Params(Settings):
     ablations: dict[str, Ablation] = Field(default_factory=dict)
     reference_backbones: list[str] = Field(default_factory=list)
     backbones: list[str] = Field(default_factory=list)
+    #: detectors the pipeline's detect stage runs (names of the profile's detect.configs)
+    detectors: list[str] = Field(default_factory=lambda: ["faster_rcnn"])
     deploy_paper_size: list[str] = Field(default_factory=list)
     paths: Paths = Field(default_factory=Paths)
     profiles: Annotated[dict[str, Profile], Field(min_length=1)]
@@ -342,6 +347,7 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
     _check_names(params, where)
     _check_methods(params, where)
     _check_imagenet_profile(params, where)
+    _check_detectors(params, where)
     return params
 
 
@@ -357,6 +363,15 @@ def _check_imagenet_profile(params: Params, where: str) -> None:
                           f"{data.name!r}; expected a profile whose data.name is imagenet")
 
 
+def _check_detectors(params: Params, where: str) -> None:
+    """Every name in ``detectors`` has a config in the active profile's detect.configs."""
+    configs = params.active.detect.configs
+    missing = [d for d in params.detectors if d not in configs]
+    if missing:
+        raise ConfigError(f"{where}: detectors: {missing} not in profiles.{params.profile}."
+                          f"detect.configs (which has {sorted(configs)})")
+
+
 def _check_names(params: Params, where: str) -> None:
     """Names that become folder names (profiles, ablations, runs, backbones) are plain names."""
     from harness.runs import RunNameError, check_name
@@ -364,7 +379,8 @@ def _check_names(params: Params, where: str) -> None:
     named = [("profiles", list(params.profiles)), ("ablations", list(params.ablations)),
              ("search_runs", params.search_runs),
              ("imagenet_search_runs", params.imagenet_search_runs),
-             ("reference_backbones", params.reference_backbones),
+             ("reference_backbones", [b.replace(":", "-") for b in params.reference_backbones]),
+             ("detectors", params.detectors),
              ("backbones", [b.replace(":", "-") for b in params.backbones]),
              ("deploy_paper_size", params.deploy_paper_size)]
     for key, names in named:

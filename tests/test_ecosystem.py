@@ -63,7 +63,7 @@ def test_a_plain_vit_cannot_feed_a_detector(tmp_path: Path) -> None:
     with pytest.raises(BackboneContractError, match=r"strides \[16, 16.*increasing strides"):
         probe_backbone("timm:vit_tiny_patch16_224", {"dynamic_img_size": True})
     params = write_params(tmp_path, profile={"detect": {
-        "config": str(FRCNN_SMOKE), "data_root": str(tmp_path / "coco"),
+        "configs": {"faster_rcnn": str(FRCNN_SMOKE)}, "data_root": str(tmp_path / "coco"),
         "backbone_kwargs": {"dynamic_img_size": True}}})
     code, err = run_cli_inprocess(params, "transfer", "--task", "detection", "--backbone",
                                   "timm:vit_tiny_patch16_224")

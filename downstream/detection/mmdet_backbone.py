@@ -38,7 +38,9 @@ class HarnessBackbone(BaseModule):
         backbone_kwargs: kwargs of the factory (genotype, C, layers, stem, width, ...). With
             ``init_checkpoint`` trained for the same backbone name, the checkpoint's
             ``arch.kwargs`` are the defaults and these override them.
-        out_indices: which feature maps ``forward`` returns (the backbone's own indexing).
+        out_indices: which feature maps the backbone computes (its own indexing).
+        feature_select: positions in the backbone's feature tuple that ``forward`` returns
+            (``run_detection`` sets it for SSD: the maps at strides 8 and 16).
         init_checkpoint: a retrained classification checkpoint (``harness train``) to
             initialise from; see ``downstream.detection.body``.
         frozen_stages: freeze the stem (0) and the first k stages (k); -1 freezes nothing.
@@ -49,12 +51,16 @@ class HarnessBackbone(BaseModule):
                  out_indices: Sequence[int] | None = None,
                  init_checkpoint: str | os.PathLike[str] | None = None,
                  frozen_stages: int = -1, norm_eval: bool = False,
+                 feature_select: Sequence[int] | None = None,
                  init_cfg: dict | list[dict] | None = None) -> None:
         super().__init__(init_cfg=init_cfg)
         self.backbone_name = backbone
         kwargs = resolve_backbone_kwargs(backbone, backbone_kwargs, init_checkpoint)
         self.body = build_body(backbone, kwargs, out_indices)
+        self.feature_select = None if feature_select is None else [int(i) for i in feature_select]
         self.out_channels = list(self.body.out_channels)
+        if self.feature_select is not None:
+            self.out_channels = [self.out_channels[i] for i in self.feature_select]
         self.num_features = int(self.body.num_features)
         if init_checkpoint is not None:
             # loaded here, not in init_weights: a bad checkpoint fails when the model is built,
@@ -93,7 +99,10 @@ class HarnessBackbone(BaseModule):
         return self
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
-        return tuple(self.body.forward_features(x))
+        feats = tuple(self.body.forward_features(x))
+        if self.feature_select is not None:
+            feats = tuple(feats[i] for i in self.feature_select)
+        return feats
 
 
 def harness_backbone_info(backbone_cfg: Mapping[str, Any], *, load_checkpoint: bool = False,

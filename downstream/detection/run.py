@@ -80,10 +80,35 @@ def _level_strides(strides: Sequence[int], neck: Mapping[str, Any]) -> list[int]
     return used[:n]
 
 
+def _fill_ssd(cfg: Any, out_channels: Sequence[int], strides: Sequence[int]) -> dict:
+    """SSD: the backbone maps at ``ssd_backbone_strides`` (default 8 and 16, where SSD300 taps
+    VGG's conv4_3 and fc7) feed mmdet's SSDNeck, which adds its extra layers on the last; the
+    neck's and head's channels and the anchors' first strides follow them."""
+    model = cfg.model
+    wanted = [int(s) for s in cfg.get("ssd_backbone_strides", (8, 16))]
+    picked = [strides.index(s) for s in wanted if s in strides]
+    if len(picked) != len(wanted):
+        from backbones.registry import BackboneContractError
+        raise BackboneContractError(
+            f"backbone {model.backbone.get('backbone')!r}: SSD needs feature maps at strides "
+            f"{wanted}; the backbone gives strides {list(strides)}")
+    model.backbone.feature_select = picked
+    chosen = [int(out_channels[i]) for i in picked]
+    neck = model.neck
+    neck.in_channels = chosen
+    neck.out_channels = chosen + list(neck.out_channels)[len(chosen):]
+    model.bbox_head.in_channels = list(neck.out_channels)
+    gen = model.bbox_head.anchor_generator
+    gen.strides = wanted + list(gen.strides)[len(wanted):]
+    return {"out_channels": chosen, "strides": wanted, "level_strides": list(gen.strides)}
+
+
 def fill_from_backbone(cfg: Any, out_channels: Sequence[int], strides: Sequence[int]) -> dict:
     """Fill the neck channels and the heads' strides from the probed backbone."""
     model = cfg.model
     neck = model.get("neck")
+    if isinstance(neck, dict) and neck.get("type") == "SSDNeck":
+        return _fill_ssd(cfg, out_channels, strides)
     level_strides = list(strides)
     if neck is not None:
         if isinstance(neck, (list, tuple)):

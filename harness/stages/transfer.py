@@ -47,32 +47,50 @@ def resolve_backbone(params: Params, name: str, seed: int,
         f"({', '.join(list_backbones())}) or 'package.module:function'")
 
 
+def detector_config(params: Params, detector: str | None) -> tuple[str, str]:
+    """(detector name, mmdet config path) of the active profile: ``detector`` or the first of
+    ``detectors``; an unknown name is one ConfigError listing the profile's."""
+    from harness.config import ConfigError
+    configs = params.active.detect.configs
+    name = detector or (params.detectors[0] if params.detectors else next(iter(configs), ""))
+    if name not in configs:
+        raise ConfigError(f"--detector {name!r}: not in profiles.{params.profile}.detect.configs "
+                          f"of {params.source} (it has {', '.join(sorted(configs))})")
+    return name, configs[name]
+
+
 def run_transfer(params: Params, *, task: str, backbone: str, seed: int = 0,
                  checkpoint: Path | None = None, out_dir: Path | None = None,
-                 console: Console | None = None) -> dict[str, Any]:
+                 detector: str | None = None, console: Console | None = None) -> dict[str, Any]:
+    """Detection runs go to ``detect/<backbone>-<detector>/seed<k>``, re-ID to
+    ``reid/<backbone>/seed<k>``."""
     console = console or Console(stderr=True)
-    spec, init = resolve_backbone(params, backbone, seed, checkpoint)
     label = check_name(folder_label(backbone), "--backbone label")
+    folder, config = label, None
+    if task == "detection":
+        detector, config = detector_config(params, detector)
+        folder = f"{label}-{detector}"
+    spec, init = resolve_backbone(params, backbone, seed, checkpoint)
     stage = "detect" if task == "detection" else "reid"
-    work = ensure_writable(out_dir or run_dir(params, stage, label, seed))
+    work = ensure_writable(out_dir or run_dir(params, stage, folder, seed))
     with locked(work, f"`harness transfer --task {task} --backbone {backbone} --seed {seed}`"):
-        return _transfer(params, task, spec, init, label, seed, work, console)
+        return _transfer(params, task, spec, init, label, seed, work, console, config)
 
 
 def _transfer(params: Params, task: str, spec: str, init: Path | None, label: str, seed: int,
-              work: Path, console: Console) -> dict[str, Any]:
+              work: Path, console: Console, config: str | None) -> dict[str, Any]:
     prof = params.active
     console.print(f"{task}: backbone {spec}"
                   + (f" initialised from {init}" if init else " (random init)"))
     if task == "detection":
         d = prof.detect
         with storage_errors(work):   # mmengine writes its work dir itself
-            metrics = detect(spec, config=d.config, work_dir=work, data_root=Path(d.data_root),
+            metrics = detect(spec, config=config, work_dir=work, data_root=Path(d.data_root),
                              backbone_kwargs=dict(d.backbone_kwargs), init_checkpoint=init,
                              max_epochs=d.max_epochs, seed=seed, launcher=d.launcher,
                              cfg_options=dict(d.cfg_options), method=label,
                              profile=params.profile)
-        console.print(f"[green]detection {label}: bbox mAP {metrics.get('bbox_mAP')} "
+        console.print(f"[green]detection {label} ({metrics.get('detector')}): bbox mAP {metrics.get('bbox_mAP')} "
                       f"mAP@50 {metrics.get('bbox_mAP_50')}")
         return metrics
     r = prof.reid
