@@ -88,14 +88,16 @@ class TimmBackbone(nn.Module):
     def __init__(self, model_name: str, num_classes: int = 1000, *,
                  out_indices: Sequence[int] | None = None,
                  pretrained_file: str | os.PathLike[str] | None = None,
-                 stem: str | None = None, **kwargs: Any) -> None:
+                 stem: str | None = None, binarizer: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__()
         import timm
         name = f"timm:{model_name}"
         if not timm.is_model(model_name):
             raise EcosystemError(f"unknown timm model {model_name!r} (timm {timm.__version__})"
                                  f"{did_you_mean(model_name, timm.list_models())}")
-        del stem   # the harness's stem switch: a timm model has its own stem
+        del stem, binarizer   # the harness's stem and weight-binarizer switches: a library
+        # model has its own stem and is real-valued
         self.model = timm.create_model(model_name, pretrained=False, num_classes=num_classes,
                                        **kwargs)
         info = getattr(self.model, "feature_info", None)
@@ -144,7 +146,8 @@ class TorchvisionBackbone(nn.Module):
     def __init__(self, model_name: str, num_classes: int = 1000, *,
                  out_indices: Sequence[int] | None = None,
                  pretrained_file: str | os.PathLike[str] | None = None,
-                 stem: str | None = None, probe_size: int = 256, **kwargs: Any) -> None:
+                 stem: str | None = None, binarizer: str | None = None,
+                 probe_size: int = 256, **kwargs: Any) -> None:
         super().__init__()
         import torchvision
         from torchvision.models.feature_extraction import (create_feature_extractor,
@@ -154,7 +157,7 @@ class TorchvisionBackbone(nn.Module):
         if model_name not in known:
             raise EcosystemError(f"unknown torchvision classification model {model_name!r}"
                                  f"{did_you_mean(model_name, known)}")
-        del stem
+        del stem, binarizer   # as TimmBackbone
         self.model = torchvision.models.get_model(model_name, weights=None,
                                                   num_classes=num_classes, **kwargs)
         head_name, self._head = _last_linear(self.model)

@@ -87,3 +87,20 @@ def test_timm_resnet18_through_detection_and_reid(tmp_path: Path) -> None:
              **load_reid_config("smoke", max_epoch=1, backbone_kwargs={}, height=64, width=32,
                                 batch_size=8))
     assert m["num_params"] > 11e6 and 0.0 <= m["mAP"] <= 100.0
+
+
+def test_a_library_model_as_a_reference_backbone(tmp_path: Path,
+                                                 tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`harness train --method timm:resnet18` retrains it beside the searched cells (real-valued:
+    the weight binarizer does not apply), into runs/<profile>/train/timm-resnet18/."""
+    import json
+
+    from harness_fixtures import shared_cifar, train_dir
+    params = write_params(tmp_path, shared_cifar(tmp_path_factory),
+                          profile={"train": {"epochs": 1, "max_steps_per_epoch": 1}})
+    code, err = run_cli_inprocess(params, "train", "--method", "timm:resnet18", "--seed", "0")
+    assert code == 0, err
+    out = train_dir(tmp_path, "timm-resnet18", 0)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["method"] == "timm:resnet18" and m["bops_m"] == 0 and m["params_m"] > 11
+    assert (out / "model.pt").is_file()
