@@ -104,3 +104,5 @@ def test_a_library_model_as_a_reference_backbone(tmp_path: Path,
     m = json.loads((out / "metrics.json").read_text())
     assert m["method"] == "timm:resnet18" and m["bops_m"] == 0 and m["params_m"] > 11
     assert (out / "model.pt").is_file()
+    code, err = run_cli_inprocess(params, "deploy", "--backbone", "timm:resnet18")
+    assert_user_error(code, err, "has no conv with binary")   # nothing for bit-packed kernels
