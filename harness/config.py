@@ -178,6 +178,8 @@ class SearchSection(CommonSearchConfig):
     #: a class-balanced sample instead of the train_portion split (ImageNet search)
     sample: SampleSection | None = None
     max_steps_per_epoch: Count | None = None
+    #: also curve every N-th step's scalars (dvclive-steps/; 0: per epoch only), for long epochs
+    log_every: NonNegativeInt = 0
     per_method: dict[str, dict[str, Any]] = Field(default_factory=dict)
     binarizer: Binarizer = "official"  # weight binarizer of the 1-bit supernet
     compile: bool = False              # torch.compile the supernets edge by edge (accel.py)
@@ -223,6 +225,8 @@ class TrainSection(Settings):
     two_step: bool = False             # step 1: binary activations only; step 2: fully binary
     step2_weight_decay: NonNegativeFloat = 0.0
     max_steps_per_epoch: Count | None = None
+    #: also curve every N-th step's scalars (dvclive-steps/; 0: per epoch only), for long epochs
+    log_every: NonNegativeInt = 0
     size: Literal["S", "L"] | None = None  # which DCP-NAS model size a run stands for
     reference_kwargs: dict[str, Any] = Field(default_factory=dict)  # e.g. {width: 16}
     compile: bool = False              # torch.compile the network (harness/accel.py)

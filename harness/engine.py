@@ -52,6 +52,8 @@ class LoopResult:
     #: checkpointing), over the completed epochs of all runs
     steps: int = 0
     step_seconds: float = 0.0
+    #: every ``log_every``-th step's scalars with its global ``step``, over completed epochs
+    step_history: list[dict[str, float]] = field(default_factory=list)
 
 
 def _take(it: Iterable[Any], n: int) -> Iterator[Any]:
@@ -63,7 +65,8 @@ def _take(it: Iterable[Any], n: int) -> Iterator[Any]:
 
 def run_loop(task: LoopTask, *, epochs: int, checkpoint: Path, desc: str,
              fingerprint: dict[str, str], console: Console | None = None,
-             on_epoch: Callable[[list[dict[str, float]]], None] | None = None) -> LoopResult:
+             on_epoch: Callable[[LoopResult], None] | None = None,
+             log_every: int = 0) -> LoopResult:
     """Run ``epochs`` epochs of ``task``, resuming from ``checkpoint`` if it exists.
 
     The checkpoint holds the task state, the history, the elapsed seconds and every RNG state
@@ -73,7 +76,9 @@ def run_loop(task: LoopTask, *, epochs: int, checkpoint: Path, desc: str,
     changed. After every step the logged scalars and the task's
     ``watched()`` tensors are checked; a non-finite one stops every rank (the decision is
     all-reduced) with the same message, before anything of that epoch is written. ``on_epoch``
-    gets the whole history after each epoch's checkpoint, on the main rank."""
+    gets the result so far (whole history) after each epoch's checkpoint, on the main rank;
+    with ``log_every`` = N > 0 every N-th step's scalars are kept too (``step_history``: only
+    completed epochs', so a resumed run never holds a step twice)."""
     console = console or Console(stderr=True)
     result = LoopResult()
     start_epoch = 0
@@ -90,6 +95,7 @@ def run_loop(task: LoopTask, *, epochs: int, checkpoint: Path, desc: str,
         elapsed_before = float(state["seconds"])
         result.steps = int(state.get("steps", 0))
         result.step_seconds = float(state.get("step_seconds", 0.0))
+        result.step_history = list(state.get("step_history", []))
         set_rng_state(state["rng"])
         result.resumed_from_epoch = start_epoch - 1
         if dist_utils.is_main():
@@ -110,6 +116,7 @@ def run_loop(task: LoopTask, *, epochs: int, checkpoint: Path, desc: str,
             progress.reset(bar_steps, total=task.steps_in_epoch())
             sums: dict[str, float] = {}
             n_steps, step_seconds = 0, 0.0
+            sampled: list[dict[str, float]] = []
             for step, batch in enumerate(task.batches(epoch)):
                 t_step = time.perf_counter()
                 logs = task.step(batch)      # returns host floats: the device has finished
@@ -117,6 +124,8 @@ def run_loop(task: LoopTask, *, epochs: int, checkpoint: Path, desc: str,
                 n_steps += 1
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
+                if log_every and (result.steps + n_steps) % log_every == 0:
+                    sampled.append({"step": float(result.steps + n_steps), **logs})
                 check_finite(logs, _watched(task), f"{desc}: epoch {epoch} step {step}",
                              checkpoint, epoch)
                 progress.update(bar_steps, advance=1,
@@ -126,6 +135,7 @@ def run_loop(task: LoopTask, *, epochs: int, checkpoint: Path, desc: str,
                     **task.end_epoch(epoch)}
             check_finite(logs, {}, f"{desc}: end of epoch {epoch}", checkpoint, epoch)
             result.history.append(logs)
+            result.step_history += sampled
             result.steps += n_steps
             result.step_seconds += step_seconds
             seconds = elapsed_before + time.perf_counter() - t0
@@ -134,13 +144,13 @@ def run_loop(task: LoopTask, *, epochs: int, checkpoint: Path, desc: str,
                            {"epoch": epoch, "task": task.state_dict(),
                             "history": result.history, "seconds": seconds,
                             "steps": result.steps, "step_seconds": result.step_seconds,
-                            "rng": rng_state()})
+                            "step_history": result.step_history, "rng": rng_state()})
             dist_utils.barrier()
             progress.update(bar_epochs, advance=1,
                             info=" ".join(f"{k}={v:.4g}" for k, v in logs.items()
                                           if k != "epoch"))
             if on_epoch is not None and dist_utils.is_main():
-                on_epoch(result.history)      # the whole history so far (curves)
+                on_epoch(result)              # the whole history so far (curves)
     result.seconds = elapsed_before + time.perf_counter() - t0
     return result
 

@@ -45,3 +45,18 @@ def test_curves_are_rewritten_from_the_history(tmp_path: Path) -> None:
     assert len((tmp_path / "plots/metrics/top1.tsv").read_text().splitlines()) == 2
     write_curves(tmp_path / "empty", [])
     assert (tmp_path / "empty/plots/metrics").is_dir()
+
+
+def test_every_nth_step_is_curved_too(tmp_path: Path,
+                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``search.log_every`` = 1: the tiny search's 2 epochs x 1 step give 2 step rows at global
+    steps 1 and 2 (dvclive-steps/), beside the 2 epoch rows."""
+    from harness_fixtures import run_cli_inprocess, shared_cifar, write_params
+    params = write_params(tmp_path, shared_cifar(tmp_path_factory),
+                          profile={"search": {"log_every": 1}})
+    code, err = run_cli_inprocess(params, "search", "--method", "direct_bnas", "--seed", "0")
+    assert code == 0, err
+    out = search_dir(tmp_path, "direct_bnas", 0)
+    rows = (out / "dvclive-steps/plots/metrics/loss.tsv").read_text().splitlines()
+    assert [r.split("\t")[0] for r in rows] == ["step", "1", "2"]
+    assert len((out / "dvclive/plots/metrics/loss.tsv").read_text().splitlines()) == 3

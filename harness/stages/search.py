@@ -25,7 +25,7 @@ from harness.config import Params, SearchSection, method_config
 from harness.records import SearchRecord
 from harness.costs import peak_memory_mb, reset_peak_memory, run_cost
 from harness.data import SampleSpec, build_search_loaders, infer_num_classes
-from harness.curves import CURVES_DIR, write_curves
+from harness.curves import write_loop_curves
 from harness.engine import run_loop, set_loader_epoch
 from harness.provenance import digest_of, fingerprint as stage_fingerprint, now_iso
 from harness.stages.common import (common_metrics, data_config, debug_dump, ensure_writable,
@@ -232,14 +232,15 @@ def _search(params: Params, method: str, method_cls: type[SearchMethod], cfg: An
                           search.max_steps_per_epoch)
         result = run_loop(task, epochs=epochs, checkpoint=out / "checkpoint.pt",
                           desc=f"search {name} s{seed}", console=console, fingerprint=fp,
-                          on_epoch=lambda history: write_curves(out / CURVES_DIR, history))
+                          on_epoch=lambda r: write_loop_curves(out, r.history, r.step_history),
+                          log_every=search.log_every)
         seconds, history, resumed = result.seconds, result.history, result.resumed_from_epoch
         steps, step_seconds = result.steps, result.step_seconds
     else:
         seconds, history, resumed = 0.0, [], None
         steps, step_seconds = 0, 0.0
         if dist_utils.is_main():
-            write_curves(out / CURVES_DIR, history)   # empty: dvc.yaml declares the folder
+            write_loop_curves(out, history)   # empty: dvc.yaml declares the folder
     genotype = searcher.genotype()
     cell = cell_summary(genotype, params, num_classes)
     desc, kind = dist_utils.describe_device(device)

@@ -32,8 +32,8 @@ from harness.accel import autocast, prepare_module, setup_device, to_device
 from harness.config import ConfigError, KDSection, Params, TrainSection
 from harness.costs import model_cost, run_cost
 from harness.data import build_train_loaders
-from harness.curves import CURVES_DIR, write_curves
-from harness.engine import run_loop, set_loader_epoch
+from harness.curves import write_loop_curves
+from harness.engine import LoopResult, run_loop, set_loader_epoch
 from harness.provenance import file_sha256, fingerprint, now_iso
 from harness.records import RecordError, SearchRecord, TrainRecord, read_record
 from harness.stages.common import (common_metrics, data_config, debug_dump, ensure_writable,
@@ -339,6 +339,8 @@ def _train(params: Params, name: str, seed: int, cfg: TrainSection, genotype: Ge
     steps = [("step1", False, cfg.weight_decay), ("step2", True, cfg.step2_weight_decay)] \
         if cfg.two_step else [("train", True, cfg.weight_decay)]
     history: list[dict[str, float]] = []
+    step_history: list[dict[str, float]] = []
+    steps_done = 0
     resumed: dict[str, int | None] = {}
     for tag, binary_weights, wd in steps:
         set_weight_binarization(net, binary_weights)
@@ -349,15 +351,21 @@ def _train(params: Params, name: str, seed: int, cfg: TrainSection, genotype: Ge
                          cfg, lr, cfg.epochs, device, seed, teacher, cp_parent)
         phase = {"step1": 1.0, "step2": 2.0}.get(tag, 0.0)
 
-        def curves(h: list[dict[str, float]], before: list[dict[str, float]] = list(history),
-                   phase: float = phase) -> None:   # epochs numbered across both steps
-            write_curves(out / CURVES_DIR, before + [{**e, "phase": phase} for e in h])
+        def curves(r: LoopResult, before: list[dict[str, float]] = list(history),
+                   steps_before: list[dict[str, float]] = list(step_history),
+                   offset: int = steps_done, phase: float = phase) -> None:
+            # epochs and steps numbered across both steps of a two-step retraining
+            write_loop_curves(out, before + [{**e, "phase": phase} for e in r.history],
+                              steps_before + [{**e, "step": e["step"] + offset}
+                                              for e in r.step_history])
         res = run_loop(task, epochs=cfg.epochs, checkpoint=out / f"checkpoint_{tag}.pt",
                        desc=f"train {name} s{seed} {tag}", console=console,
                        fingerprint=fp(record, cfg, dcfg, seed, tag, **teacher_part),
-                       on_epoch=curves)
+                       on_epoch=curves, log_every=cfg.log_every)
         total_seconds += res.seconds
         history += [{**h, "phase": phase} for h in res.history]
+        step_history += [{**e, "step": e["step"] + steps_done} for e in res.step_history]
+        steps_done += res.steps
         resumed[tag] = res.resumed_from_epoch
     set_weight_binarization(net, True)
     top1, top5 = evaluate(net, test_loader, device, (1, 5))

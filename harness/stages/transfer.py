@@ -22,7 +22,7 @@ from backbones.atomic import storage_errors
 from backbones.checkpoint import read_arch
 from backbones.registry import UnknownBackboneError, list_backbones
 from harness.config import Params
-from harness.curves import CURVES_DIR, write_curves
+from harness.curves import write_loop_curves
 from harness.provenance import data_digest, file_sha256, now_iso, provenance, run_inputs
 from harness.records import DetectRecord, Provenance, ReidRecord, write_record
 from harness.runs import check_name, folder_label
@@ -142,7 +142,7 @@ def reid(backbone: str, *, work_dir: Path, data_root: Path, method: str, profile
     out = run_reid(backbone, work_dir=work_dir, data_root=data_root, seed=seed,
                    init_checkpoint=init_checkpoint,
                    inputs=_inputs("reid", data, init_checkpoint),
-                   on_epoch=lambda history: write_curves(Path(work_dir) / CURVES_DIR, history),
+                   on_epoch=lambda history: write_loop_curves(Path(work_dir), history),
                    **kwargs)
     fingerprint = out.pop("fingerprint")
     record = ReidRecord(method=method, seed=seed, profile=profile, **out,
