@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from backbones.binary import BinaryConv2d, weight_binarizer
 from backbones.registry import register_backbone
+from backbones.staged import StagedBackbone, select_out_indices
 
 #: output channels of the 13 blocks, in units of ``width`` (the official stage_out_channel / 32)
 BLOCK_WIDTHS = (2, 4, 4, 8, 8, 16, 16, 16, 16, 16, 16, 32, 32)
@@ -79,7 +80,7 @@ class ReActBlock(nn.Module):
         return self.act1x1(outs[0] if len(outs) == 1 else torch.cat(outs, dim=1))
 
 
-class ReActNetA(nn.Module):
+class ReActNetA(StagedBackbone):
     """ReActNet-A honouring the FeatureBackbone contract."""
 
     def __init__(self, num_classes: int = 1000, *, width: int = 32, stem: str = "imagenet",
@@ -115,43 +116,15 @@ class ReActNetA(nn.Module):
         #: 5 stages, one per resolution: strides 2, 4, 8, 16, 32 with the ImageNet stem
         self.stages = nn.ModuleList(nn.Sequential(*blocks) for blocks in stages)
         n = len(self.stages)
-        if out_indices is None:
-            out_indices = range(1, n)
-        bad = [i for i in out_indices if not -n <= i < n]
-        if bad:
-            raise ValueError(f"out_indices {bad} out of range for {n} stages")
-        self.out_indices = tuple(sorted({i % n for i in out_indices}))
+        self.out_indices = select_out_indices(n, out_indices, range(1, n))
         self.out_channels = [self.stage_channels[i] for i in self.out_indices]
         self.num_features = self.stage_channels[-1]
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(self.num_features, num_classes)
 
-    def stage_modules(self) -> list[nn.Module]:
-        """[stem, stage 1, ..., stage 5]: what ``frozen_stages`` of a detector freezes."""
-        return [self.stem, *self.stages]
-
     def stem_dependent_prefixes(self) -> tuple[str, ...]:
         """None: both stems have the same shapes (only the first conv's stride differs)."""
         return ()
-
-    def _run(self, x: Tensor, last: int) -> list[Tensor]:
-        x = self.stem(x)
-        outs = []
-        for stage in self.stages[:last + 1]:
-            x = stage(x)
-            outs.append(x)
-        return outs
-
-    def forward_features(self, x: Tensor) -> tuple[Tensor, ...]:
-        outs = self._run(x, max(self.out_indices))
-        return tuple(outs[i] for i in self.out_indices)
-
-    def forward_embedding(self, x: Tensor) -> Tensor:
-        """Global-pooled last-stage features (``num_features``), used by re-ID."""
-        return self.global_pooling(self._run(x, len(self.stages) - 1)[-1]).flatten(1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.forward_embedding(x))
 
 
 @register_backbone("reactnet_a")

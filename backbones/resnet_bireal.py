@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from backbones.binary import BinaryConv2d, weight_binarizer
 from backbones.registry import register_backbone
+from backbones.staged import StagedBackbone, select_out_indices
 
 STAGE_BLOCKS = (2, 2, 2, 2)  # ResNet-18
 
@@ -72,7 +73,7 @@ def _stem(kind: str, in_channels: int, width: int) -> nn.Sequential:
     raise ValueError(f"unknown stem {kind!r}; expected 'cifar' or 'imagenet'")
 
 
-class BiRealResNet(nn.Module):
+class BiRealResNet(StagedBackbone):
     """Bi-Real ResNet (18 by default) honouring the FeatureBackbone contract."""
 
     def __init__(self, num_classes: int = 10, *, width: int = 64, stem: str = "imagenet",
@@ -101,45 +102,15 @@ class BiRealResNet(nn.Module):
             c_in = c_out
         self.stages = nn.ModuleList(stages)
         n_stages = len(self.stages)
-        if out_indices is None:
-            out_indices = range(n_stages)
-        bad = [i for i in out_indices if not -n_stages <= i < n_stages]
-        if bad:
-            raise ValueError(f"out_indices {bad} out of range for {n_stages} stages")
-        self.out_indices = tuple(sorted({i % n_stages for i in out_indices}))
+        self.out_indices = select_out_indices(n_stages, out_indices, range(n_stages))
         self.out_channels = [self.stage_channels[i] for i in self.out_indices]
         self.num_features = self.stage_channels[-1]
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(self.num_features, num_classes)
 
-    def stage_modules(self) -> list[nn.Module]:
-        """[stem, stage 1, ..., stage 4]: what ``frozen_stages`` of a detector freezes."""
-        return [self.stem, *self.stages]
-
-    def _run(self, x: Tensor, last: int) -> list[Tensor]:
-        x = self.stem(x)
-        outs = []
-        for i, stage in enumerate(self.stages):
-            if i > last:
-                break
-            x = stage(x)
-            outs.append(x)
-        return outs
-
     def stem_dependent_prefixes(self) -> tuple[str, ...]:
         """State-dict prefixes whose shapes depend on the stem (its first conv and BN)."""
         return ("stem.",)
-
-    def forward_features(self, x: Tensor) -> tuple[Tensor, ...]:
-        outs = self._run(x, max(self.out_indices))
-        return tuple(outs[i] for i in self.out_indices)
-
-    def forward_embedding(self, x: Tensor) -> Tensor:
-        """Global-pooled last-stage features (``num_features``), used by re-ID."""
-        return self.global_pooling(self._run(x, len(self.stages) - 1)[-1]).flatten(1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.classifier(self.forward_embedding(x))
 
 
 @register_backbone("bireal_resnet18")

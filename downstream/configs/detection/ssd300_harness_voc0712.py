@@ -3,17 +3,7 @@
 # (run_detection picks them and fills the neck's and head's channels); SSDNeck's four extra
 # levels and the six anchor levels are SSD300's. Data: <data_root>/VOC2007, <data_root>/VOC2012
 # (default data/VOCdevkit/). Metric: VOC mAP at IoU 0.5 (bbox_mAP = bbox_mAP_50, metric "voc").
-_base_ = [
-    'mmdet::pascal_voc/ssd300_voc0712.py',
-    './_base_/harness_backbone.py',
-]
-detector_name = 'ssd'
+_base_ = ['mmdet::pascal_voc/ssd300_voc0712.py', './_base_/harness_ssd.py']
 dataset_name = 'voc0712'
-ssd_backbone_strides = [8, 16]
-custom_imports = dict(imports=['downstream.detection.mmdet_backbone', 'downstream.detection.ssd_head'],
-                      allow_failed_imports=False)
-
-model = dict(
-    backbone={{_base_.harness_backbone}},
-    neck=dict(in_channels=[512, 1024]),
-    bbox_head=dict(type='HarnessSSDHead'))   # mmdet 3.3's SSDHead cannot predict (ssd_head.py)
+model = dict(backbone={{_base_.harness_backbone}}, neck=dict(in_channels=[512, 1024]),
+             bbox_head=dict(type='HarnessSSDHead'))

@@ -6,13 +6,9 @@ _base_ = [
     'mmdet::_base_/models/ssd300.py',
     'mmdet::_base_/default_runtime.py',
     './_base_/coco_smoke.py',
-    './_base_/harness_backbone.py',
+    './_base_/harness_ssd.py',
 ]
-detector_name = 'ssd'
-custom_imports = dict(imports=['downstream.detection.mmdet_backbone', 'downstream.detection.ssd_head'],
-                      allow_failed_imports=False)
 input_size = 96
-ssd_backbone_strides = [8, 16]
 
 model = dict(
     data_preprocessor=dict(std=[58.395, 57.12, 57.375]),   # a 1-bit body wants unit-scale input
