@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from backbones.atomic import CheckpointError, load_state_dict_strict, safe_torch_load
 from backbones.names import did_you_mean
-from backbones.registry import BackboneContractError, register_prefix
+from backbones.registry import BackboneContractError, register_backbone, register_prefix
 
 #: feature maps below this stride are not returned by default (the stem's)
 MIN_STRIDE = 4
@@ -223,3 +223,10 @@ def _family(cls: type[nn.Module], prefix: str):
 
 register_prefix("timm", _family(TimmBackbone, "timm"))
 register_prefix("torchvision", _family(TorchvisionBackbone, "torchvision"))
+
+
+@register_backbone("resnet18_real")
+def resnet18_real(**kwargs: Any) -> nn.Module:
+    """torchvision's real-valued ResNet-18 (``torchvision:resnet18``): the full-precision
+    reference of the transfer tables and the trade-off plot, under a plain name."""
+    return TorchvisionBackbone("resnet18", **kwargs)

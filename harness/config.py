@@ -228,7 +228,8 @@ class TrainSection(Settings):
     #: also curve every N-th step's scalars (dvclive-steps/; 0: per epoch only), for long epochs
     log_every: NonNegativeInt = 0
     size: Literal["S", "L"] | None = None  # which DCP-NAS model size a run stands for
-    reference_kwargs: dict[str, Any] = Field(default_factory=dict)  # e.g. {width: 16}
+    #: keyword arguments per reference backbone, e.g. {bireal_resnet18: {width: 16}}
+    reference_kwargs: dict[str, dict[str, Any]] = Field(default_factory=dict)
     compile: bool = False              # torch.compile the network (harness/accel.py)
     #: CUDA only: bf16 autocast of forward passes (accel.py). Off: the official retraining runs
     #: in fp32; turn it on for speed (a named departure, recorded with the run's settings)
@@ -312,6 +313,8 @@ class Params(Settings):
     ablations: dict[str, Ablation] = Field(default_factory=dict)
     reference_backbones: list[str] = Field(default_factory=list)
     backbones: list[str] = Field(default_factory=list)
+    #: what the deploy stage puts on bit-packed kernels (1-bit networks of ``backbones``)
+    deploy_backbones: list[str] = Field(default_factory=list)
     #: detectors the pipeline's detect stage runs (names of the profile's detect.configs)
     detectors: list[str] = Field(default_factory=lambda: ["faster_rcnn"])
     deploy_paper_size: list[str] = Field(default_factory=list)
@@ -386,7 +389,8 @@ def _check_names(params: Params, where: str) -> None:
              ("reference_backbones", [b.replace(":", "-") for b in params.reference_backbones]),
              ("detectors", params.detectors),
              ("backbones", [b.replace(":", "-") for b in params.backbones]),
-             ("deploy_paper_size", params.deploy_paper_size)]
+             ("deploy_paper_size", params.deploy_paper_size),
+             ("deploy_backbones", params.deploy_backbones)]
     for key, names in named:
         for name in names:
             try:

@@ -122,7 +122,7 @@ def test_reference_backbone_retrains_with_the_profiles_binarizer(tmp_path, binar
     params = tiny_params(tmp_path)
     data = yaml.safe_load(params.read_text())
     data["profiles"]["smoke"]["train"].update(binarizer=binarizer,
-                                              reference_kwargs={"width": 4})
+                                              reference_kwargs={"bireal_resnet18": {"width": 4}})
     params.write_text(yaml.safe_dump(data))
     assert main(["--params", str(params), "prepare"]) == 0
     assert main(["--params", str(params), "train", "--method", "bireal_resnet18"]) == 0

@@ -26,6 +26,7 @@ METHOD_LABELS = {
     "bats": "BATS",
     "bireal_resnet18": "Bi-Real ResNet-18 (reference)",
     "reactnet_a": "ReActNet-A (reference)",
+    "resnet18_real": "ResNet-18, real-valued (reference)",
     "dcpnas_l": "DCP-NAS-L (published cell)",
     "pcdarts_cifar": "PC-DARTS CIFAR cell (published)",
     "pcdarts_imagenet": "PC-DARTS ImageNet cell (published)",

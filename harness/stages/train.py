@@ -332,7 +332,7 @@ def _train(params: Params, name: str, seed: int, cfg: TrainSection, genotype: Ge
     record = (arch_record(genotype, cfg, num_classes) if genotype is not None else
               {"backbone": name, "kwargs": {"num_classes": num_classes, "stem": cfg.stem,
                                             **_binarizer_kwarg(name, cfg.binarizer),
-                                            **cfg.reference_kwargs}})
+                                            **cfg.reference_kwargs.get(name, {})}})
     with weight_binarizer(cfg.binarizer):   # also for a factory without a binarizer argument
         net = build_network(record, f"{name} arch record").to(device)
     cp_parent = _build_cp_parent(cfg, genotype, net, num_classes, device, lr, wrap)
