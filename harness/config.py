@@ -244,6 +244,7 @@ class DetectSection(Settings):
     config by path per detector name; the pipeline runs the top-level ``detectors``)."""
     configs: dict[str, str] = Field(default_factory=lambda: {
         "faster_rcnn": "downstream/configs/detection/faster-rcnn_harness_fpn_smoke.py",
+        "retinanet": "downstream/configs/detection/retinanet_harness_fpn_smoke.py",
         "ssd": "downstream/configs/detection/ssd_harness_smoke.py"})
     data_root: str = "data/smoke/coco"
     max_epochs: Count | None = None
