@@ -1,7 +1,7 @@
 """Person re-ID transfer: harness backbones as torchreid models (see run.run_reid).
 
-Names are imported lazily so that ``python -m downstream.reid.run`` / ``.smoke_data`` do not
-import their own module twice.
+Names are imported lazily so that ``python -m downstream.reid.smoke_data`` does not
+import its own module twice.
 """
 from __future__ import annotations
 
