@@ -296,6 +296,17 @@ def _one_valid(tmp_path) -> Path:
     return runs
 
 
+def test_the_curves_summary_is_not_a_record(tmp_path):
+    """dvclive's own metrics.json inside a run folder (dvclive/, dvclive-steps/) is not read as
+    a run's record."""
+    runs = _one_valid(tmp_path)
+    for curves in ("dvclive", "dvclive-steps"):
+        f = runs / "train" / "dcpnas" / "seed0" / curves / "metrics.json"
+        f.parent.mkdir()
+        f.write_text(json.dumps({"loss": 1.0, "step": 3}))
+    assert len(load_metrics(runs)) == 1
+
+
 def _bad(tmp_path, name, content) -> tuple[Path, Path]:
     runs = _one_valid(tmp_path)
     p = runs / "train" / name / "metrics.json"

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.curves import CURVES_DIR, STEP_CURVES_DIR
 from harness.records import DISTANCE_ALIASES, RECORDS, RecordError, parse_record
 from harness.report.tables import commit_label
 from harness.report.vocabulary import DISTANCE_LABELS, TABLE_43
@@ -19,6 +20,11 @@ PAPER_NUMBERS_CSV = "paper_numbers.csv"
 PAPER_COLUMNS = ["paper", "method", "dataset", "table", "setting", "metric", "value", "unit", "source"]
 PAPER_METRICS = {"top1", "top5", "top1_error", "top5_error", "search_cost", "memory", "params",
                  "ops", "search_speedup_vs_prior_art", "search_speedup_vs_pcdarts"}
+
+
+#: folders of per-epoch / per-step curves inside a run folder; their metrics.json is
+#: dvclive's summary, not a record
+CURVE_DIRS = {CURVES_DIR, STEP_CURVES_DIR}
 
 
 class ReportError(ValueError):
@@ -83,7 +89,9 @@ def load_metrics(runs_dir: RunsDirs) -> pd.DataFrame:
     missing = [d for d in dirs if not d.is_dir()]
     if missing:
         raise ReportError(f"{missing[0]}: runs directory does not exist")
-    files = sorted(f for d in dirs for f in d.rglob("metrics.json"))
+    # a run's record; the curves' own metrics.json (dvclive) is not one
+    files = sorted(f for d in dirs for f in d.rglob("metrics.json")
+                   if not CURVE_DIRS & set(f.relative_to(d).parts[:-1]))
     if not files:
         raise ReportError(f"{', '.join(map(str, dirs))}: no metrics.json files found (searched "
                           "recursively); run the pipeline first")
