@@ -64,8 +64,8 @@ def test_search_under_torchrun(dist_search: dict[str, Any]) -> None:
     assert written == Genotype.from_dict(r1["genotype"]).to_json()
     # rank 0 alone wrote the run folder (and holds its lock): one copy of each file, no
     # rank-suffixed or temp files
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "checkpoint.pt", "genotype.json",
-                                                    "metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "checkpoint.pt", "dvclive",
+                                                    "genotype.json", "metrics.json"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == WORLD
     assert metrics["alphas"] == r1["alphas"]

@@ -26,17 +26,22 @@ from harness_fixtures import (reference_search, run_cli_inprocess, search_dir, s
 
 class _FullDisk:
     """Patch ``os.fdopen`` as the atomic writer sees it: the ``fail_at``-th file opened for
-    writing gets a ``write`` that writes half its data and raises ENOSPC. Records the names
-    of the files written (from the temporary file's name, ``.<name>.<random>.tmp``)."""
+    writing (under ``root``, when given: other libraries write elsewhere too, e.g. DVC's own
+    files when dvclive opens the repository) gets a ``write`` that writes half its data and
+    raises ENOSPC. Records the names of the files written (from the temporary file's name,
+    ``.<name>.<random>.tmp``)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_at: int | None,
-                 code: int = errno.ENOSPC) -> None:
+                 code: int = errno.ENOSPC, root: Path | None = None) -> None:
         self.fail_at, self.code, self.names = fail_at, code, []
         real_fdopen = os.fdopen
 
         def fdopen(fd: int, *args: Any, **kwargs: Any):
             fh = real_fdopen(fd, *args, **kwargs)
-            self.names.append(Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+            path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+            if root is not None and not str(path).startswith(str(root)):
+                return fh
+            self.names.append(path.name)
             if len(self.names) == self.fail_at:
                 real_write = fh.write
 
@@ -103,8 +108,8 @@ def write_names(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     data = shared_cifar(tmp_path_factory)   # generated (written) before counting
     mp = pytest.MonkeyPatch()
     try:
-        disk = _FullDisk(mp, fail_at=None)
         folder = tmp_path_factory.mktemp("count-writes")
+        disk = _FullDisk(mp, fail_at=None, root=folder)
         params = write_params(folder, data)
         code, err = run_cli_inprocess(params, "search", "--method", "direct_bnas", "--seed", "0")
         assert code == 0, err
@@ -127,7 +132,7 @@ def test_search_survives_a_full_disk(where: str, write_names: list[str], tmp_pat
     args = (params, "search", "--method", "direct_bnas", "--seed", "0")
 
     before: dict[str, bytes] = {}
-    disk = _FullDisk(monkeypatch, fail_at=fail_at)
+    disk = _FullDisk(monkeypatch, fail_at=fail_at, root=tmp_path)
     code, err = run_cli_inprocess(*args)
     monkeypatch.undo()
     assert len(disk.names) == fail_at   # it stopped at the failed write
