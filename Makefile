@@ -38,5 +38,5 @@ real-subset: install
 	HARNESS_THREADS=2 $(BIN)/dvc exp run -S profile=real-subset -S 'seeds=[0,1,2]' \
 	    -S 'search_runs=$(REAL_SUBSET_RUNS)' -S 'backbones=[dcpnas]' \
 	    -S 'reference_backbones=[bireal_resnet18,reactnet_a]' \
-	    -S 'deploy_backbones=[dcpnas,bireal_resnet18]'
+	    -S 'deploy_backbones=[dcpnas,bireal_resnet18,reactnet_a]'
 	$(BIN)/harness --profile real-subset report --runs runs/real-subset --out results/real-subset

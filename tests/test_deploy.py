@@ -141,7 +141,8 @@ def test_deploy_stage_measures_three_engines(trained, capsys):
         assert (out / f).is_file(), f
     m = json.loads((out / "metrics.json").read_text())
     assert m["stage"] == "deploy" and m["trained"] and m["binary_convs"] > 0
-    assert m["binary_convs"] == m["binary_capable_convs"]
+    narrow = [r for r in m["kept_fp32"].values() if "not a multiple of 8" in r]
+    assert m["binary_convs"] + len(narrow) == m["binary_capable_convs"]
     assert sum(m["runtime_binary_kernels"].values()) == m["binary_convs"]
     a = m["agreement"]
     assert a["images"] == 40 and a["on"] == "test set"
@@ -204,3 +205,32 @@ def test_ir_pair_is_replaced_as_a_whole(tmp_path):
     assert ir_xml(folder).with_suffix(".bin").stat().st_size == n2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["binary"]
     assert sorted(p.name for p in folder.iterdir()) == ["model.bin", "model.xml"]
+
+
+@pytest.mark.parametrize("c_in,c_out,stride", [(16, 16, 1), (16, 32, 2)])
+def test_reactnet_blocks_are_exact_on_binary_kernels(c_in, c_out, stride):
+    """ReActNet-A's blocks (a learnable per-channel shift before each sign, RPReLU, duplicated
+    1x1 convs): the shift is folded into the FakeQuantize interval, so the binary IR computes
+    the block; left to the CPU plugin the interval became empty and the IR disagreed."""
+    from backbones.reactnet import ReActBlock
+    torch.manual_seed(0)
+    block = ReActBlock(c_in, c_out, stride).eval()
+    for m in block.modules():
+        if hasattr(m, "shift"):
+            m.shift.data.uniform_(-0.3, 0.3)
+    x = torch.randn(2, c_in, 8, 8)
+    with torch.no_grad():
+        ref = block(x).numpy()
+    compiled, rewrite, _ = _binary_ir(block, (2, c_in, 8, 8))
+    assert len(rewrite.binary_convs) == 1 + c_out // c_in
+    out = compiled(x.numpy())[0]
+    assert np.abs(out - ref).max() < 1e-5 * max(1.0, np.abs(ref).max())
+
+
+def test_narrow_binary_convs_stay_fp32():
+    """With 4 input channels the CPU plugin's BinaryConvolution was measured wrong: such a conv
+    is kept FP32 and says why."""
+    conv = nn.Sequential(BinaryConv2d(4, 8, 3, 1, 1, bias=False)).eval()
+    model = convert(conv, (1, 4, 8, 8))
+    rewrite = rewrite_binary_convs(model)
+    assert rewrite.binary_convs == [] and "not a multiple of 8" in next(iter(rewrite.kept_fp32.values()))
