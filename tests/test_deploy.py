@@ -234,3 +234,21 @@ def test_narrow_binary_convs_stay_fp32():
     model = convert(conv, (1, 4, 8, 8))
     rewrite = rewrite_binary_convs(model)
     assert rewrite.binary_convs == [] and "not a multiple of 8" in next(iter(rewrite.kept_fp32.values()))
+
+
+def test_a_binary_ir_that_disagrees_is_not_timed(trained, monkeypatch, capsys):
+    """A rewrite that computes another function (ReActNet-A's, before its fix: 20 %) stops the
+    stage with one line instead of recording the speed of a wrong function."""
+    import harness.stages.deploy as deploy_stage
+    real = deploy_stage._agreement
+
+    def wrong(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out["binary_ir"]["top1_agreement"] = 20.0
+        return out
+    monkeypatch.setattr(deploy_stage, "_agreement", wrong)
+    monkeypatch.setattr(deploy_stage, "MIN_AGREEMENT_IMAGES", 1)
+    tmp, params = trained
+    assert main(["--params", str(params), "deploy", "--backbone", "dcpnas_l"]) == 2
+    err = capsys.readouterr().err
+    assert "agrees with PyTorch on only 20.00%" in err and "nothing is timed" in err
