@@ -160,7 +160,8 @@ class TorchvisionBackbone(nn.Module):
         del stem, binarizer   # as TimmBackbone
         self.model = torchvision.models.get_model(model_name, weights=None,
                                                   num_classes=num_classes, **kwargs)
-        head_name, self._head = _last_linear(self.model)
+        head_name, head = _last_linear(self.model)
+        object.__setattr__(self, "_head", head)   # a module of self.model: not registered twice
         self._head_prefix = f"model.{head_name}."
         if pretrained_file is not None:
             load_pretrained(self.model, pretrained_file, name, [f"{head_name}."])

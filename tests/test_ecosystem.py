@@ -106,3 +106,17 @@ def test_a_library_model_as_a_reference_backbone(tmp_path: Path,
     assert (out / "model.pt").is_file()
     code, err = run_cli_inprocess(params, "deploy", "--backbone", "timm:resnet18")
     assert_user_error(code, err, "has no conv with binary")   # nothing for bit-packed kernels
+
+
+def test_one_state_dict_entry_per_tensor(tmp_path: Path) -> None:
+    """The wrappers hold the library model once: its state dict is the model's, under
+    ``model.``, so a retrained checkpoint initialises a detector or re-ID body."""
+    from backbones.checkpoint import init_from_classifier, save_checkpoint
+    for name in ("resnet18_real", "timm:resnet18"):
+        net = create_backbone(name, num_classes=10)
+        assert all(k.startswith("model.") for k in net.state_dict()), name
+        ckpt = tmp_path / f"{name.replace(':', '-')}.pt"
+        save_checkpoint(ckpt, net, {"backbone": name, "kwargs": {"num_classes": 10}})
+        body = create_backbone(name, num_classes=1000)
+        report = init_from_classifier(body, ckpt, log=lambda m: None)
+        assert report.skipped_classifier and report.loaded, name
