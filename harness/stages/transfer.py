@@ -17,16 +17,16 @@ from typing import Any
 
 from rich.console import Console
 
-from backbones import distributed as dist_utils
 from backbones.atomic import storage_errors
 from backbones.checkpoint import read_arch
 from backbones.registry import UnknownBackboneError, list_backbones
 from harness.config import Params
 from harness.curves import write_loop_curves
-from harness.provenance import data_digest, file_sha256, now_iso, provenance, run_inputs
-from harness.records import DetectRecord, Provenance, ReidRecord, write_record
+from harness.provenance import data_digest, file_sha256, now_iso, run_inputs
+from harness.records import DetectRecord, RecordBase, ReidRecord
 from harness.runs import check_name, folder_label
-from harness.stages.common import ensure_writable, locked, run_dir
+from harness.stages.common import (ensure_writable, locked, run_dir, stage_provenance,
+                                   write_metrics)
 
 METRICS_FILE = "metrics.json"
 
@@ -104,6 +104,15 @@ def _transfer(params: Params, task: str, spec: str, init: Path | None, label: st
     return metrics
 
 
+def _write(record_cls: type[RecordBase], stage: str, out: dict[str, Any], work_dir: Path,
+           data: dict[str, Any], started: str, t0: float, **labels: Any) -> dict[str, Any]:
+    """The runner's result as the run's record, with its provenance, in metrics.json."""
+    fingerprint = out.pop("fingerprint")
+    record = record_cls(**labels, **out,
+                        provenance=stage_provenance(stage, fingerprint, data, started, t0))
+    return write_metrics(work_dir / METRICS_FILE, record)
+
+
 def _inputs(stage: str, data: dict[str, Any], init: str | os.PathLike[str] | None,
             world_size: int = 1) -> dict[str, str]:
     return run_inputs(stage, world_size=world_size, data=data,
@@ -122,14 +131,8 @@ def detect(backbone: str, *, config: str | os.PathLike[str], work_dir: Path, dat
     out = run_detection(backbone, config=config, work_dir=work_dir, data_root=data_root,
                         seed=seed, init_checkpoint=init_checkpoint,
                         inputs=_inputs("detect", data, init_checkpoint, world), **kwargs)
-    fingerprint = out.pop("fingerprint")
-    record = DetectRecord(method=method, seed=seed, profile=profile, **out,
-                          provenance=Provenance(**provenance(
-                              "detect", fingerprint=fingerprint, data=data, started=started,
-                              seconds=time.perf_counter() - t0)))
-    if dist_utils.is_main():
-        write_record(Path(work_dir) / METRICS_FILE, record)
-    return record.model_dump()
+    return _write(DetectRecord, "detect", out, Path(work_dir), data, started, t0,
+                  method=method, seed=seed, profile=profile)
 
 
 def reid(backbone: str, *, work_dir: Path, data_root: Path, method: str, profile: str,
@@ -144,10 +147,5 @@ def reid(backbone: str, *, work_dir: Path, data_root: Path, method: str, profile
                    inputs=_inputs("reid", data, init_checkpoint),
                    on_epoch=lambda history: write_loop_curves(Path(work_dir), history),
                    **kwargs)
-    fingerprint = out.pop("fingerprint")
-    record = ReidRecord(method=method, seed=seed, profile=profile, **out,
-                        provenance=Provenance(**provenance(
-                            "reid", fingerprint=fingerprint, data=data, started=started,
-                            seconds=time.perf_counter() - t0)))
-    write_record(Path(work_dir) / METRICS_FILE, record)
-    return record.model_dump()
+    return _write(ReidRecord, "reid", out, Path(work_dir), data, started, t0,
+                  method=method, seed=seed, profile=profile)
