@@ -102,9 +102,12 @@ def register_prefix(prefix: str, make: Callable[[str], BackboneFactory]) -> None
 
 
 def prefixed_factory(name: str) -> BackboneFactory | None:
-    """The factory of ``PREFIX:MODEL`` for a registered prefix (``timm:resnet18``), else None."""
-    prefix, sep, model = name.partition(":")
-    if not sep or not model or "." in prefix:
+    """The factory of ``PREFIX:MODEL`` for a registered prefix (``timm:resnet18``), else None.
+    ``PREFIX-MODEL`` (``timm-resnet18``, the run-folder spelling) names the same model, so that
+    a pipeline list in params.yaml, whose entries dvc.yaml turns into folder paths, can name it."""
+    sep = ":" if ":" in name else "-"
+    prefix, found, model = name.partition(sep)
+    if not found or not model or "." in prefix:
         return None
     BACKBONES.names()          # loads the built-ins, which register the prefixes
     make = PREFIXES.get(prefix)

@@ -102,12 +102,17 @@ def cmd_deploy(args: argparse.Namespace) -> None:
     m = run_deploy(_params(args), args.backbone, args.seed, paper_size=args.paper_size,
                    console=console)
     e = m["engines"]
+    fp32 = f"FP32 IR {e['fp32_ir']['latency_1t']['median_ms']:.2f} ms, PyTorch " \
+           f"{e['torch']['latency_1t']['median_ms']:.2f} ms"
+    if m.get("real_valued"):
+        console.print(f"[green]deploy {m['run']} (real-valued: no binary IR): top-1 agreement "
+                      f"{m['agreement']['fp32_ir']['top1_agreement']:.2f}%; batch-1 latency "
+                      f"(1 thread) {fp32}")
+        return
     console.print(
         f"[green]deploy {m['run']}: {m['binary_convs']} BinaryConvolutions, top-1 agreement "
         f"{m['agreement']['binary_ir']['top1_agreement']:.2f}%; batch-1 latency (1 thread) "
-        f"binary IR {e['binary_ir']['latency_1t']['median_ms']:.2f} ms, FP32 IR "
-        f"{e['fp32_ir']['latency_1t']['median_ms']:.2f} ms, PyTorch "
-        f"{e['torch']['latency_1t']['median_ms']:.2f} ms; speed-up "
+        f"binary IR {e['binary_ir']['latency_1t']['median_ms']:.2f} ms, {fp32}; speed-up "
         f"{m['measured_speedup_1t']:.2f}x (OPs predict {m['predicted_speedup']:.2f}x)")
 
 

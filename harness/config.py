@@ -387,13 +387,23 @@ def _check_names(params: Params, where: str) -> None:
     named = [("profiles", list(params.profiles)), ("ablations", list(params.ablations)),
              ("search_runs", params.search_runs),
              ("imagenet_search_runs", params.imagenet_search_runs),
-             ("reference_backbones", [b.replace(":", "-") for b in params.reference_backbones]),
+             ("reference_backbones", params.reference_backbones),
              ("detectors", params.detectors),
-             ("backbones", [b.replace(":", "-") for b in params.backbones]),
+             ("backbones", params.backbones),
              ("deploy_paper_size", params.deploy_paper_size),
              ("deploy_backbones", params.deploy_backbones)]
     for key, names in named:
         for name in names:
+            if ":" in name:     # dvc.yaml makes run-folder paths of these entries
+                from backbones.registry import prefixed_factory
+                dashed = name.replace(":", "-", 1)
+                problems.append(
+                    f"{where}: {key}: {name!r}: dvc.yaml names run folders after these entries; "
+                    + (f"write {dashed!r} (the same model, its folder's spelling)"
+                       if prefixed_factory(dashed) is not None else
+                       f"a 'package.module:function' backbone runs from the command line "
+                       f"(`harness transfer --backbone {name}`), not in the pipeline"))
+                continue
             try:
                 check_name(name, "name")
             except RunNameError as exc:

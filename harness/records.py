@@ -217,9 +217,10 @@ class DeployRecord(RecordBase):
     binary_capable_convs: NonNegativeInt
     ops_m: Amount
     fp_ops_m: Amount
-    predicted_speedup: Amount
-    measured_speedup_1t: Amount
-    measured_speedup_all: Amount
+    #: binary IR vs FP32 IR; None for a real-valued network (no binary IR: real_valued)
+    predicted_speedup: Amount | None
+    measured_speedup_1t: Amount | None
+    measured_speedup_all: Amount | None
     agreement: dict[str, Any]
     engines: dict[str, Any]
     cpu_model: Name
@@ -232,6 +233,8 @@ class DeployRecord(RecordBase):
     params_m: Amount | None = None
     flops_m: Amount | None = None
     bops_m: Amount | None = None
+    #: no 1-bit conv: deployed as FP32 IR and PyTorch only (the full-precision point)
+    real_valued: bool = False
 
 
 RECORDS: dict[str, type[RecordBase]] = {

@@ -12,7 +12,7 @@ from torch import nn
 
 pytest.importorskip("openvino")
 
-from backbones.binary import BinaryConv2d  # noqa: E402
+from backbones.binary import BinaryConv2d, binary_convs  # noqa: E402
 from backbones.registry import create_backbone  # noqa: E402
 from harness.cli import main  # noqa: E402
 from harness.deploy.openvino_ir import (DeployError, check_binary_runtime, compile_ir,  # noqa: E402
@@ -136,8 +136,8 @@ def test_deploy_stage_measures_three_engines(trained, capsys):
     tmp, params = trained
     assert main(["--params", str(params), "deploy", "--backbone", "dcpnas_l"]) == 0
     out = tmp / "runs/smoke/deploy/dcpnas_l/seed0"
-    for f in ("binary/model.xml", "binary/model.bin", "fp32/model.xml", "fp32/model.bin",
-              "metrics.json"):
+    for f in ("ir/binary/model.xml", "ir/binary/model.bin", "ir/fp32/model.xml",
+              "ir/fp32/model.bin", "metrics.json"):
         assert (out / f).is_file(), f
     m = json.loads((out / "metrics.json").read_text())
     assert m["stage"] == "deploy" and m["trained"] and m["binary_convs"] > 0
@@ -177,7 +177,9 @@ def test_deploy_without_checkpoint_is_one_clear_error(trained, capsys):
     assert "no retrained checkpoint at" in err and "harness train --method bireal_resnet18" in err
 
 
-def test_deploy_of_a_network_without_binary_conv_is_one_clear_error(trained, capsys):
+def test_a_real_valued_network_is_deployed_on_fp32_kernels(trained, capsys):
+    """No 1-bit conv: the full-precision point of the comparison, FP32 IR and PyTorch only;
+    the report shows it beside the 1-bit rows."""
     tmp, params = trained
     ckpt = torch.load(tmp / "runs/smoke/train/dcpnas_l/seed0/model.pt", weights_only=True)
     record = ckpt["arch"]
@@ -187,8 +189,35 @@ def test_deploy_of_a_network_without_binary_conv_is_one_clear_error(trained, cap
     out = tmp / "runs/smoke/train/real_net/seed0"
     out.mkdir(parents=True)
     atomic_torch_save({"model": real.state_dict(), "arch": record}, out / "model.pt")
-    assert main(["--params", str(params), "deploy", "--backbone", "real_net"]) == 2
-    assert "has no conv with binary weights and binary activations" in capsys.readouterr().err
+    assert main(["--params", str(params), "deploy", "--backbone", "real_net"]) == 0
+    assert "real-valued: no binary IR" in capsys.readouterr().err
+    dep = tmp / "runs/smoke/deploy/real_net/seed0"
+    m = json.loads((dep / "metrics.json").read_text())
+    assert m["real_valued"] and m["binary_convs"] == m["binary_capable_convs"] == 0
+    assert set(m["engines"]) == {"fp32_ir", "torch"} and "binary_ir" not in m["agreement"]
+    assert m["predicted_speedup"] is None and m["measured_speedup_all"] is None
+    assert m["agreement"]["fp32_ir"]["top1_agreement"] >= 99.0
+    assert sorted(p.name for p in (dep / "ir").iterdir()) == ["fp32"]
+    assert main(["--params", str(params), "report"]) == 0
+    table = (tmp / "results/report/deployment.md").read_text()
+    assert "real_net (real-valued)" in table and "– (real-valued)" in table
+    assert (tmp / "results/report/plots/deploy_latency_vs_ops.png").is_file()
+
+
+def test_a_1bit_network_without_binary_activations_is_one_clear_error(trained, monkeypatch,
+                                                                      capsys):
+    import harness.stages.deploy as deploy_stage
+    load = deploy_stage._load_trained
+
+    def weights_only_binary(*args):
+        net, record, path = load(*args)
+        for conv in binary_convs(net):
+            conv.binary_input = False
+        return net, record, path
+    monkeypatch.setattr(deploy_stage, "_load_trained", weights_only_binary)
+    _, params = trained
+    assert main(["--params", str(params), "deploy", "--backbone", "dcpnas_l"]) == 2
+    assert "1-bit convs but none with binary activations" in capsys.readouterr().err
 
 
 def test_ir_pair_is_replaced_as_a_whole(tmp_path):

@@ -104,8 +104,34 @@ def test_a_library_model_as_a_reference_backbone(tmp_path: Path,
     m = json.loads((out / "metrics.json").read_text())
     assert m["method"] == "timm:resnet18" and m["bops_m"] == 0 and m["params_m"] > 11
     assert (out / "model.pt").is_file()
+    # deployed as the full-precision point: FP32 IR and PyTorch, no binary IR
     code, err = run_cli_inprocess(params, "deploy", "--backbone", "timm:resnet18")
-    assert_user_error(code, err, "has no conv with binary")   # nothing for bit-packed kernels
+    assert code == 0, err
+    dep = tmp_path / "runs/smoke/deploy/timm-resnet18/seed0"
+    d = json.loads((dep / "metrics.json").read_text())
+    assert d["real_valued"] and d["binary_convs"] == 0 and d["measured_speedup_1t"] is None
+    assert set(d["engines"]) == {"fp32_ir", "torch"} and (dep / "ir/fp32/model.xml").is_file()
+    assert not (dep / "ir/binary").exists()
+    assert d["agreement"]["fp32_ir"]["top1_agreement"] >= 99.0
+    assert d["engines"]["fp32_ir"]["latency_1t"]["median_ms"] > 0
+
+
+def test_pipeline_lists_name_library_models_by_their_folder_spelling(tmp_path: Path) -> None:
+    """dvc.yaml turns reference_backbones / backbones / deploy_backbones entries into run-folder
+    paths, so they name a library model as its folder does (timm-resnet18): the same model."""
+    from harness.config import ConfigError, load_params
+    ok = write_params(tmp_path, "unused", top={"reference_backbones": ["timm-resnet18"],
+                                               "deploy_backbones": ["timm-resnet18"]})
+    assert load_params(ok).reference_backbones == ["timm-resnet18"]
+    net = create_backbone("timm-resnet18", num_classes=3)
+    assert type(net) is type(create_backbone("timm:resnet18", num_classes=3))
+    with pytest.raises(ConfigError, match=r"reference_backbones: 'timm:resnet18': dvc\.yaml "
+                                          r"names run folders .* write 'timm-resnet18'"):
+        load_params(write_params(tmp_path, "unused",
+                                 top={"reference_backbones": ["timm:resnet18"]}))
+    with pytest.raises(ConfigError, match=r"backbones: 'mypkg\.mod:fn'.*runs from the command "
+                                          r"line"):
+        load_params(write_params(tmp_path, "unused", top={"backbones": ["mypkg.mod:fn"]}))
 
 
 def test_one_state_dict_entry_per_tensor(tmp_path: Path) -> None:

@@ -317,8 +317,9 @@ def _ablation_distance(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Pa
 
 def _deploy_latency_vs_ops(metrics: pd.DataFrame, plots_dir: Path) -> list[PlotInfo]:
     """Every deployed network twice: the binary IR at its counted OPs (FLOPs + BOPs/64) and
-    the FP32 IR at FLOPs + BOPs, joined by a line; 1-thread median latency, log-log. If time
-    followed the OPs count, every segment would have slope 1 on these log-log axes."""
+    the FP32 IR at FLOPs + BOPs, joined by a line; a real-valued network as its FP32 IR alone;
+    1-thread median latency, log-log. If time followed the OPs count, every segment would have
+    slope 1 on these log-log axes."""
     runs = metrics[metrics["stage"] == "deploy"]
     if runs.empty:
         log.info("skipping plot deploy_latency_vs_ops: no deploy metrics")
@@ -328,13 +329,18 @@ def _deploy_latency_vs_ops(metrics: pd.DataFrame, plots_dir: Path) -> list[PlotI
     xs = []
     for i, (_, r) in enumerate(runs.sort_values(["run", "seed"]).iterrows()):
         e = r["engines"]
-        b, f = e["binary_ir"]["latency_1t"]["median_ms"], e["fp32_ir"]["latency_1t"]["median_ms"]
+        f = e["fp32_ir"]["latency_1t"]["median_ms"]
         color = _PALETTE[i % len(_PALETTE)]
         label = f"{r['run']} s{r['seed']}" + ("" if r["trained"] else " (untrained)")
-        ax.plot([r["ops_m"], r["fp_ops_m"]], [b, f], "-", color=color, alpha=0.5)
-        ax.plot(r["ops_m"], b, "o", color=color, label=f"{label}: binary IR")
+        if e.get("binary_ir"):
+            b = e["binary_ir"]["latency_1t"]["median_ms"]
+            ax.plot([r["ops_m"], r["fp_ops_m"]], [b, f], "-", color=color, alpha=0.5)
+            ax.plot(r["ops_m"], b, "o", color=color, label=f"{label}: binary IR")
+            xs.append(r["ops_m"])
+        else:
+            label += " (real-valued)"
         ax.plot(r["fp_ops_m"], f, "s", color=color, mfc="none", label=f"{label}: FP32 IR")
-        xs += [r["ops_m"], r["fp_ops_m"]]
+        xs.append(r["fp_ops_m"])
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("counted OPs (M): binary IR = FLOPs + BOPs/64, FP32 IR = FLOPs + BOPs")
@@ -351,7 +357,8 @@ def _deploy_latency_vs_ops(metrics: pd.DataFrame, plots_dir: Path) -> list[PlotI
 def _tradeoff(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Path) -> list[PlotInfo]:
     """Per profile, one marker per (backbone, seed): each task's accuracy (columns) against the
     backbone's counted OPs (its retraining record, at the classification input) and against
-    its deploy record's binary-IR latency (1 thread, median); searched cells in their method's
+    its deploy record's latency (1 thread, median) as deployed: the binary IR of a 1-bit
+    network, the FP32 IR of a real-valued one; searched cells in their method's
     colour, reference backbones (1-bit and real-valued) in black with their own shape; the
     papers' (OPs, top-1) points as stars on the ImageNet panels."""
     train = main_rows(metrics[metrics["stage"] == "train"])
@@ -362,7 +369,8 @@ def _tradeoff(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Path) -> li
     out = []
     for profile, g in sorted(metrics.groupby("profile"), key=lambda kv: profile_sort_key(kv[0])):
         ops = {(r["method"], r["seed"]): r["ops_m"] for _, r in train[train["profile"] == profile].iterrows()}
-        lat = {(r["run"], r["seed"]): r["engines"]["binary_ir"]["latency_1t"]["median_ms"]
+        lat = {(r["run"], r["seed"]): (r["engines"].get("binary_ir")
+                                       or r["engines"]["fp32_ir"])["latency_1t"]["median_ms"]
                for _, r in deploy[(deploy["profile"] == profile)
                                   & ~deploy["paper_size"].astype(bool)].iterrows()}
         if not ops:
@@ -373,7 +381,7 @@ def _tradeoff(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Path) -> li
         for col, (stage, key, ylabel) in enumerate(TRADEOFF_TASKS):
             rows = main_rows(g[g["stage"] == stage]) if stage == "train" else g[g["stage"] == stage]
             for row, (xs, xlabel) in enumerate(((ops, "OPs (M) = FLOPs + BOPs / 64"),
-                                                (lat, "binary-IR latency, 1 thread (ms)"))):
+                                                (lat, "deployed latency, 1 thread (ms): binary IR; real-valued: FP32 IR"))):
                 ax = axes[row][col]
                 for _, r in rows.sort_values(["method", "seed"]).iterrows():
                     x = xs.get((r["method"], r["seed"]))

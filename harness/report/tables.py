@@ -348,34 +348,38 @@ def build_deployment(metrics: pd.DataFrame) -> pd.DataFrame:
         e, a = r["engines"], r["agreement"]
         top1 = a.get("top1") or {}
         shape = r.get("input_shape") or []
+        real = r.get("real_valued") is True or r.get("real_valued") == 1
+        ir = "fp32_ir" if real else "binary_ir"         # the IR the network is deployed as
         rows.append({
-            "network": r["run"] + ("" if r["trained"] else " (untrained)"),
+            "network": r["run"] + ("" if r["trained"] else " (untrained)")
+                       + (" (real-valued)" if real else ""),
             "seed": int(r["seed"]), "input": "x".join(str(v) for v in shape[1:]),
             "BinaryConv / 1-bit convs": f"{int(r['binary_convs'])} / "
                                         f"{int(r['binary_capable_convs'])}",
-            "top-1 agreement % (images)": f"{a['binary_ir']['top1_agreement']:.2f} "
-                                          f"({a['images']}, {a['on']})",
+            "top-1 agreement % (images)": f"{a[ir]['top1_agreement']:.2f} "
+                                          f"({a['images']}, {a['on']})"
+                                          + (" FP32 IR" if real else ""),
             "max logit dev. (rel.): binary IR / fp64 floor":
-                f"{a['binary_ir']['max_logit_dev_rel']:.2g} / "
-                f"{a['torch64']['max_logit_dev_rel']:.2g}",
-            "top-1 % PyTorch / binary IR": (f"{top1['torch']:.2f} / {top1['binary_ir']:.2f}"
-                                            if top1 else "–"),
+                f"{a[ir]['max_logit_dev_rel']:.2g}" + (" (FP32 IR)" if real else "")
+                + f" / {a['torch64']['max_logit_dev_rel']:.2g}",
+            "top-1 % PyTorch / binary IR": (f"{top1['torch']:.2f} / {top1[ir]:.2f}"
+                                            + (" (FP32 IR)" if real else "") if top1 else "–"),
             "latency 1 thread ms (binary / FP32 / PyTorch)": _triple(e, "latency_1t",
                                                                      "median_ms"),
             "p90 1 thread ms": _triple(e, "latency_1t", "p90_ms"),
             "latency all threads ms": _triple(e, "latency_all", "median_ms"),
             "speed-up vs FP32 IR: 1 thread / all (OPs predict)":
+                "– (real-valued)" if real else
                 f"{r['measured_speedup_1t']:.2f}x / {r['measured_speedup_all']:.2f}x "
                 f"({r['predicted_speedup']:.2f}x)",
             "throughput img/s": _triple(e, "throughput", "images_per_s", "{:.1f}"),
-            "weights MB (binary IR / FP32 IR / PyTorch state)": " / ".join(
-                f"{(e.get(k) or {}).get('weights_bytes', 0) / 1e6:.2f}"
-                for k in ("binary_ir", "fp32_ir", "torch")),
+            "weights MB (binary IR / FP32 IR / PyTorch state)": _triple(
+                {k: {"mb": v["weights_bytes"] / 1e6} for k, v in e.items() if v}, "mb", ""),
             "peak memory MB": _triple(e, "peak_mem_mb", "", "{:.0f}"),
             "binary IR time by layer type": _where_time_goes(e.get("binary_ir") or {}),
             "sign inputs within 1e-6 of 0": (f"{a['sign_inputs_near_zero']} of "
                                              f"{a['sign_inputs']}"
-                                             if "sign_inputs" in a else "–"),
+                                             if "sign_inputs" in a and not real else "–"),
             "CPU (threads)": f"{r['cpu_model']} ({int(r['threads_all'])})",
         })
     return pd.DataFrame(rows)
@@ -401,4 +405,7 @@ DEPLOY_NOTES = [
     "Depthwise binary-weight convs (no grouped binary kernel) and convs with real input (the "
     "official layout's 1x1 preprocessing, FactorizedReduce and stem) stay FP32: the per-layer "
     "column says how much of the binary IR's time they take.",
+    "A real-valued network (no 1-bit conv: the full-precision reference) has no binary IR: "
+    "its row gives the FP32 IR and PyTorch, and the agreement of its FP32 IR; read a 1-bit "
+    "network's binary-IR latency against it for what 1-bit buys over a real network.",
 ]
