@@ -6,6 +6,8 @@ Everything is CPU- and 2-core-sized: C=4 NAS bodies, 64-px images, one epoch.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -280,8 +282,12 @@ def test_smoke_data_is_coco_and_deterministic(tmp_path):
 
 
 # ---------------------------------------------------------------- train + eval
-def test_tiny_train_eval_writes_metrics(tmp_path, smoke_root):
+def test_tiny_train_eval_writes_metrics(tmp_path, smoke_root, monkeypatch):
     t0 = time.perf_counter()
+    # inside a DVC repository, as under `dvc repro`: the run adds nothing to its cache
+    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path,
+                   check=True)
+    monkeypatch.chdir(tmp_path)
     work = tmp_path / "work"
     res = recorded_detection("nas", config=FRCNN_SMOKE, work_dir=work, data_root=smoke_root,
                              backbone_kwargs=TINY_NAS, max_epochs=1, seed=0, method="darts_v2",
@@ -297,6 +303,8 @@ def test_tiny_train_eval_writes_metrics(tmp_path, smoke_root):
     # curves through mmengine's DVCLiveVisBackend: the training loss per logged iteration
     curves = work / "dvclive" / "plots" / "metrics"
     assert len((curves / "loss.tsv").read_text().splitlines()) >= 2
+    assert not [p for p in tmp_path.rglob("*.dvc") if p.is_file()]
+    assert not list((tmp_path / ".dvc").rglob("cache/*"))
     print(f"tiny train+eval: {time.perf_counter() - t0:.1f}s")
     # the checkpoint mmengine resumes from loads weights-only under the run's scoped allow-list
     # (HistoryBuffer + numpy scalars; no getattr), and only there

@@ -209,13 +209,16 @@ def load_detection_config(config: str | os.PathLike[str], backbone: str, *, data
     cfg.resume = bool(resume)
     cfg.load_from = None
     # curves through DVC's logger (mmengine's own backend): <work_dir>/dvclive, beside the
-    # local backend; dvclive neither edits dvc.yaml nor makes experiments of its own
+    # local backend; dvclive neither edits dvc.yaml nor makes experiments of its own, and
+    # logs no artifacts (mmengine's default `dvc add`s the run's .py/.json/yaml files into the
+    # repository's cache on close: the config and metrics are the stage's own outputs)
     vis = cfg.get("visualizer")
     if vis is not None:
         vis.vis_backends = [b for b in vis.get("vis_backends", [])
                             if b.get("type") != "DVCLiveVisBackend"]
         vis.vis_backends.append(dict(
             type="DVCLiveVisBackend", save_dir=str(Path(work_dir) / "dvclive"),
+            artifact_suffix=(),
             init_kwargs=dict(resume=bool(resume), save_dvc_exp=False, dvcyaml=None,
                              report=None, monitor_system=False, cache_images=False)))
     cfg.randomness = dict(seed=int(seed), deterministic=False)
