@@ -1,5 +1,5 @@
 # Two commands (see README):
-#   make repro   install everything into .venv (first time: ~20-30 min, mmcv compiles) and
+#   make repro   install everything into .venv (first time: ~15 min, mmcv compiles) and
 #                run `dvc repro` on the default smoke profile
 #   make test    install if needed, then run the test suite
 VENV ?= .venv

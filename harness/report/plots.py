@@ -23,6 +23,7 @@ import matplotlib
 matplotlib.use("Agg")  # harmless if already Agg; figures below never touch pyplot
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 import pandas as pd  # noqa: E402
 
@@ -35,7 +36,7 @@ from harness.report.vocabulary import (DISTANCES, DISTANCE_LABELS,
                                        MAIN_RUN_NOTE, METHOD_ORDER, SETTING_L_FULL,
                                        SETTING_L_NONE, SETTING_L_ONE,
                                        TANGENT_LR_CELLS, TANGENT_LR_LABELS,
-                                       dataset_label, is_smoke, method_label,
+                                       dataset_label, detector_label, is_smoke, method_label,
                                        method_sort_key, profile_sort_key)  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,13 @@ class PlotInfo:
     title: str
 
 
-_REFERENCE_MARKERS = ("s", "^", "v", "D", "P", "X")
+#: the pipeline's reference backbones, one shape each (readable side by side in one legend)
+_KNOWN_MARKERS = {"bireal_resnet18": "P", "reactnet_a": "v", "resnet18_real": "X",
+                  "dcpnas_l": "^", "pcdarts_cifar": "s", "pcdarts_imagenet": "D", "darts_v2": "h"}
+#: any other reference backbone (a library model, yours)
+_REFERENCE_MARKERS = ("p", "<", ">", "d", "H", "8")
+#: detection rows: one fill per detector (the marker still names the backbone)
+_DETECTOR_FILL = {"faster_rcnn": "full", "retinanet": "none", "ssd": "bottom"}
 
 
 def _color(method: str) -> str:
@@ -68,10 +75,13 @@ def _color(method: str) -> str:
 
 
 def _marker(method: str) -> str:
-    """Circles for search methods; a reference backbone gets a shape picked by a checksum of
-    its name (stable across processes, unlike the salted str hash)."""
+    """Circles for search methods; the pipeline's references their own shapes; another
+    reference backbone a shape picked by a checksum of its name (stable across processes,
+    unlike the salted str hash)."""
     if method in METHOD_ORDER:
         return "o"
+    if method in _KNOWN_MARKERS:
+        return _KNOWN_MARKERS[method]
     return _REFERENCE_MARKERS[sum(map(ord, method)) % len(_REFERENCE_MARKERS)]
 
 
@@ -381,15 +391,17 @@ def _tradeoff(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Path) -> li
         for col, (stage, key, ylabel) in enumerate(TRADEOFF_TASKS):
             rows = main_rows(g[g["stage"] == stage]) if stage == "train" else g[g["stage"] == stage]
             for row, (xs, xlabel) in enumerate(((ops, "OPs (M) = FLOPs + BOPs / 64"),
-                                                (lat, "deployed latency, 1 thread (ms): binary IR; real-valued: FP32 IR"))):
+                                                (lat, "deployed latency, 1 thread (ms)"))):
                 ax = axes[row][col]
                 for _, r in rows.sort_values(["method", "seed"]).iterrows():
                     x = xs.get((r["method"], r["seed"]))
                     if x is None or pd.isna(r.get(key)):
                         continue
                     label = method_label(r["method"])
+                    fill = _DETECTOR_FILL.get(str(r.get("detector")), "full") \
+                        if stage == "detect" else "full"
                     ax.plot(float(x), float(r[key]), _marker(r["method"]), ms=7,
-                            color=_color(r["method"]), ls="none",
+                            color=_color(r["method"]), ls="none", fillstyle=fill,
                             label=None if label in seen else label)
                     seen.add(label)
                 if stage == "train" and row == 0:
@@ -414,6 +426,13 @@ def _tradeoff(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Path) -> li
             h, lab = ax.get_legend_handles_labels()
             handles += h
             labels += lab
+        detectors = sorted(set(g[g["stage"] == "detect"].get("detector", pd.Series()).dropna()))
+        for d in detectors:   # what each fill means in the detection column
+            handles.append(Line2D([], [], marker="o", color="grey", ls="none",
+                                  fillstyle=_DETECTOR_FILL.get(d, "full")))
+            labels.append(f"detection: {detector_label(d)}")
+        fig.text(0.01, 0.01, "latency as deployed (OpenVINO CPU, batch 1): the binary IR of a "
+                 "1-bit network, the FP32 IR of a real-valued one", fontsize=8)
         fig.subplots_adjust(right=0.8, wspace=0.3, hspace=0.3)
         fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.81, 0.5), fontsize=8,
                    frameon=False)

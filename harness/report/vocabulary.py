@@ -93,6 +93,13 @@ def method_label(method: str) -> str:
     return METHOD_LABELS.get(method, method)
 
 
+DETECTOR_LABELS = {"faster_rcnn": "Faster R-CNN", "retinanet": "RetinaNet", "ssd": "SSD"}
+
+
+def detector_label(detector: str) -> str:
+    return DETECTOR_LABELS.get(detector, detector)
+
+
 def method_sort_key(method: str) -> tuple:
     return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
 
