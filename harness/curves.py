@@ -13,6 +13,8 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from backbones.offline_live import offline_live
+
 CURVES_DIR = "dvclive"
 #: every N-th step's scalars (``log_every``), x = the global step
 STEP_CURVES_DIR = "dvclive-steps"
@@ -25,8 +27,8 @@ def write_curves(folder: Path, history: Sequence[Mapping[str, float]], *,
     """Log every finite scalar of every row of ``history`` (not ``step_key``); the x axis is the
     row's index, or its ``step_key`` value with ``x_from_key``."""
     from dvclive import Live
-    with Live(dir=str(folder), resume=False, save_dvc_exp=False, dvcyaml=None, report=None,
-              monitor_system=False) as live:
+    with offline_live(), Live(dir=str(folder), resume=False, save_dvc_exp=False, dvcyaml=None,
+                              report=None, monitor_system=False) as live:
         for i, row in enumerate(history):
             live.step = int(row[step_key]) if x_from_key else i
             for key, value in row.items():

@@ -60,3 +60,19 @@ def test_every_nth_step_is_curved_too(tmp_path: Path,
     rows = (out / "dvclive-steps/plots/metrics/loss.tsv").read_text().splitlines()
     assert [r.split("\t")[0] for r in rows] == ["step", "1", "2"]
     assert len((out / "dvclive/plots/metrics/loss.tsv").read_text().splitlines()) == 3
+
+
+def test_curves_leave_a_plain_git_repository_alone(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run inside a git repository without DVC (and without commits), dvclive alone would
+    `dvc init` it and stage the files, then fail ("Empty git repo"); the harness's curves
+    need no repository and touch none."""
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)
+    write_curves(tmp_path / "run" / "dvclive", [{"epoch": 0, "loss": 1.0},
+                                                {"epoch": 1, "loss": 0.5}])
+    assert (tmp_path / "run/dvclive/plots/metrics/loss.tsv").read_text().count("\n") == 3
+    assert not (tmp_path / ".dvc").exists()
+    staged = subprocess.run(["git", "status", "--porcelain"], cwd=tmp_path, check=True,
+                            capture_output=True, text=True).stdout
+    assert ".dvc" not in staged

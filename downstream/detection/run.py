@@ -30,6 +30,7 @@ import torch
 
 from backbones.atomic import jsonable
 from backbones.distributed import describe_device
+from backbones.offline_live import offline_live
 from backbones.resume import with_settings
 from downstream.detection.workdir import (make_finite_hook, make_run_hook, mmengine_safe_globals,
                                           prepare_work_dir)
@@ -266,17 +267,18 @@ def run_detection(backbone: str, *, config: str | os.PathLike[str], work_dir: Pa
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()   # rank 0 has cleaned the work dir (on GPU, mmengine's
         # process group starts in Runner.from_cfg, after rank 0's cleaning)
-    runner = Runner.from_cfg(cfg)
-    hook = make_run_hook(work_dir)
-    runner.register_hook(hook)
-    runner.register_hook(make_finite_hook())
-    t0 = time.perf_counter()
-    with mmengine_safe_globals():
-        runner.train()
-        max_ep = int(runner.train_loop.max_epochs)
-        metrics = hook.val.get(max_ep)
-        if metrics is None:  # resumed after the last epoch, or val_interval skipped it
-            metrics = dict(runner.val())
+    with offline_live():     # the visualizer's dvclive: curves only, no repository
+        runner = Runner.from_cfg(cfg)
+        hook = make_run_hook(work_dir)
+        runner.register_hook(hook)
+        runner.register_hook(make_finite_hook())
+        t0 = time.perf_counter()
+        with mmengine_safe_globals():
+            runner.train()
+            max_ep = int(runner.train_loop.max_epochs)
+            metrics = hook.val.get(max_ep)
+            if metrics is None:  # resumed after the last epoch, or val_interval skipped it
+                metrics = dict(runner.val())
     wall = time.perf_counter() - t0
     device, kind = _device(runner.model)
     train_dataset = cfg.train_dataloader.dataset
