@@ -281,3 +281,15 @@ def test_a_binary_ir_that_disagrees_is_not_timed(trained, monkeypatch, capsys):
     assert main(["--params", str(params), "deploy", "--backbone", "dcpnas_l"]) == 2
     err = capsys.readouterr().err
     assert "agrees with PyTorch on only 20.00%" in err and "nothing is timed" in err
+
+
+def test_compiling_leaves_a_roomy_signal_stack():
+    """OpenVINO's CPU plugin leaves a 20 KiB alternate signal stack on the compiling thread, too
+    small for AMX signal frames: a later SIGCHLD from a DataLoader worker then killed the
+    process (SIGSEGV). After compile_ir the thread has none or one of ALT_STACK_BYTES."""
+    from harness.deploy.signal_stack import ALT_STACK_BYTES, SS_DISABLE, current_alt_stack
+    model = convert(BinaryConv2d(16, 16, 3, 1, 1, bias=False).eval(), (1, 16, 8, 8))
+    compiled = compile_ir(model)
+    compiled(np.zeros((1, 16, 8, 8), dtype=np.float32))
+    flags, size = current_alt_stack()
+    assert flags & SS_DISABLE or size >= ALT_STACK_BYTES, (flags, size)

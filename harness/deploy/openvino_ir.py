@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from backbones.atomic import UMASK
+from harness.deploy.signal_stack import roomy_alt_stack
 
 #: the version the rewrite and its runtime check were verified with (docs/deployment.md: why pinned)
 OPENVINO_VERSION = "2026.4.1"
@@ -232,7 +233,9 @@ def compile_ir(xml: Path | Any, threads: int | None = None, perf_count: bool = F
                               "NUM_STREAMS": 1, "PERF_COUNT": perf_count}
     if threads is not None:
         config["INFERENCE_NUM_THREADS"] = threads
-    return core.compile_model(model, "CPU", config)
+    compiled = core.compile_model(model, "CPU", config)
+    roomy_alt_stack()     # the plugin's own is too small for AMX signal frames (signal_stack.py)
+    return compiled
 
 
 def runtime_layer_types(compiled: Any) -> Counter[tuple[str, str]]:
