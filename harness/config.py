@@ -299,6 +299,7 @@ def _check_detectors(params: Params, where: str) -> None:
 
 def _check_names(params: Params, where: str) -> None:
     """Names that become folder names (profiles, ablations, runs, backbones) are plain names."""
+    from backbones.registry import prefixed_factory
     from harness.runs import RunNameError, check_name
     problems: list[str] = []
     named = [("profiles", list(params.profiles)), ("ablations", list(params.ablations)),
@@ -312,7 +313,6 @@ def _check_names(params: Params, where: str) -> None:
     for key, names in named:
         for name in names:
             if ":" in name:     # dvc.yaml makes run-folder paths of these entries
-                from backbones.registry import prefixed_factory
                 dashed = name.replace(":", "-", 1)
                 problems.append(
                     f"{where}: {key}: {name!r}: dvc.yaml names run folders after these entries; "

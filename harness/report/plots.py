@@ -28,7 +28,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from backbones.atomic import atomic_write_rendered  # noqa: E402
-from harness.report.selection import (distance_cells, main_rows, paper_rows,
+from harness.report.selection import (deployed_ir, distance_cells, main_rows, paper_rows,
                                       search_rows_for, tangent_lr_cells)  # noqa: E402
 from harness.report.stats import Stats, seed_stats  # noqa: E402
 from harness.report.vocabulary import (DISTANCES, DISTANCE_LABELS,
@@ -342,7 +342,7 @@ def _deploy_latency_vs_ops(metrics: pd.DataFrame, plots_dir: Path) -> list[PlotI
         f = e["fp32_ir"]["latency_1t"]["median_ms"]
         color = _PALETTE[i % len(_PALETTE)]
         label = f"{r['run']} s{r['seed']}" + ("" if r["trained"] else " (untrained)")
-        if e.get("binary_ir"):
+        if deployed_ir(e) == "binary_ir":
             b = e["binary_ir"]["latency_1t"]["median_ms"]
             ax.plot([r["ops_m"], r["fp_ops_m"]], [b, f], "-", color=color, alpha=0.5)
             ax.plot(r["ops_m"], b, "o", color=color, label=f"{label}: binary IR")
@@ -379,8 +379,8 @@ def _tradeoff(metrics: pd.DataFrame, paper: pd.DataFrame, plots_dir: Path) -> li
     out = []
     for profile, g in sorted(metrics.groupby("profile"), key=lambda kv: profile_sort_key(kv[0])):
         ops = {(r["method"], r["seed"]): r["ops_m"] for _, r in train[train["profile"] == profile].iterrows()}
-        lat = {(r["run"], r["seed"]): (r["engines"].get("binary_ir")
-                                       or r["engines"]["fp32_ir"])["latency_1t"]["median_ms"]
+        lat = {(r["run"], r["seed"]):
+               r["engines"][deployed_ir(r["engines"])]["latency_1t"]["median_ms"]
                for _, r in deploy[(deploy["profile"] == profile)
                                   & ~deploy["paper_size"].astype(bool)].iterrows()}
         if not ops:

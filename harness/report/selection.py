@@ -193,6 +193,12 @@ def stage_rows(metrics: pd.DataFrame, stage: str) -> pd.DataFrame:
     return metrics[metrics["stage"] == stage]
 
 
+def deployed_ir(engines: dict) -> str:
+    """The engine a deploy record's network is deployed as: its binary IR, or the FP32 IR of a
+    real-valued network (no binary IR was written)."""
+    return "binary_ir" if engines.get("binary_ir") else "fp32_ir"
+
+
 def search_rows_for(search: pd.DataFrame, method: str, ablation_key: str, dataset: str,
                     profile: str, seeds) -> tuple[pd.DataFrame, str]:
     """Search metrics of the same method/seed/ablation/dataset/profile as a train run.

@@ -7,7 +7,8 @@ import pandas as pd
 from harness.records import RecordBase, STAGES
 from harness.report.protocol import (best_of_n, fmt_ri, fmt_skips, relative_improvement,
                                      row_protocol)
-from harness.report.selection import (Cell, delta_cell, device_list, group_sorted, paper_cell,
+from harness.report.selection import (Cell, delta_cell, deployed_ir, device_list, group_sorted,
+                                      paper_cell,
                                       paper_entries, stage_rows, column_stats, variant_settings,
                                       distance_cells, paper_rows, paper_text, search_rows_for,
                                       second_order_of, short_source, skip_counts,
@@ -348,8 +349,8 @@ def build_deployment(metrics: pd.DataFrame) -> pd.DataFrame:
         e, a = r["engines"], r["agreement"]
         top1 = a.get("top1") or {}
         shape = r.get("input_shape") or []
-        real = r.get("real_valued") is True or r.get("real_valued") == 1
-        ir = "fp32_ir" if real else "binary_ir"         # the IR the network is deployed as
+        ir = deployed_ir(e)
+        real = ir == "fp32_ir"
         rows.append({
             "network": r["run"] + ("" if r["trained"] else " (untrained)")
                        + (" (real-valued)" if real else ""),

@@ -104,21 +104,21 @@ class _near_threshold_counter:
             h.remove()
 
 
-def _agreement(net: nn.Module, irs: dict[str, Any], batches: list[torch.Tensor],
+def _agreement(net: nn.Module, compiled: dict[str, Any], batches: list[torch.Tensor],
                labels: list[torch.Tensor] | None) -> dict[str, Any]:
     """PyTorch vs each compiled IR ({engine: compiled model}) on the same images; PyTorch
     float64 as the floor: sign() is discontinuous, so rounding differences upstream flip bits."""
     net64 = copy.deepcopy(net).double().eval()
     near = _near_threshold_counter(net)
-    logits: dict[str, list[np.ndarray]] = {k: [] for k in ("torch", "torch64", *irs)}
-    batch = int(next(iter(irs.values())).input(0).get_shape()[0])
+    logits: dict[str, list[np.ndarray]] = {k: [] for k in ("torch", "torch64", *compiled)}
+    batch = int(next(iter(compiled.values())).input(0).get_shape()[0])
     with torch.inference_mode():
         for x in batches:
             n = x.shape[0]
             padded = torch.cat([x, x[:1].expand(batch - n, *x.shape[1:])]) if n < batch else x
             logits["torch"].append(net(x).numpy())
             logits["torch64"].append(net64(x.double()).numpy())
-            for k, ir in irs.items():
+            for k, ir in compiled.items():
                 logits[k].append(ir(padded.numpy())[0][:n])
     near.close()
     cat = {k: np.concatenate(v) for k, v in logits.items()}
@@ -127,7 +127,7 @@ def _agreement(net: nn.Module, irs: dict[str, Any], batches: list[torch.Tensor],
     out: dict[str, Any] = {"images": int(ref.shape[0]), "on": "test set" if labels else
                            "random inputs", "sign_inputs": near.total,
                            "sign_inputs_near_zero": near.near, "near_zero_tol": NEAR_ZERO}
-    for k in (*irs, "torch64"):
+    for k in (*compiled, "torch64"):
         dev = float(np.abs(cat[k] - ref).max())
         out[k] = {"top1_agreement": 100.0 * float((cat[k].argmax(1) == ref.argmax(1)).mean()),
                   "max_logit_dev": dev, "max_logit_dev_rel": dev / scale}
